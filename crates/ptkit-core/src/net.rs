@@ -1,0 +1,103 @@
+//! Direct TCP: the default [`Dialer`], a fixed-target [`Upstream`], and the plain TCP
+//! [`TransportListener`] every TCP-based server transport starts from.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use crate::target::{Host, Target};
+use crate::transport::{BoxFuture, ClientMeta, Conn, Dialer, TransportError, Upstream};
+
+/// Default time allowed for a TCP connect.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Dials TCP directly, optionally from fixed source addresses
+/// (`TOR_PT_OUTBOUND_BIND_ADDRESS_V4/_V6`); loopback destinations never get a source bind.
+#[derive(Debug, Clone)]
+pub struct DirectDialer {
+    /// Source address for IPv4 destinations.
+    pub bind_v4: Option<IpAddr>,
+    /// Source address for IPv6 destinations.
+    pub bind_v6: Option<IpAddr>,
+    /// Connect timeout.
+    pub timeout: Duration,
+}
+
+impl Default for DirectDialer {
+    fn default() -> Self {
+        DirectDialer { bind_v4: None, bind_v6: None, timeout: DEFAULT_CONNECT_TIMEOUT }
+    }
+}
+
+impl DirectDialer {
+    /// Connects to one socket address.
+    pub async fn connect_addr(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        let bind = if addr.ip().is_loopback() {
+            None
+        } else if addr.is_ipv4() {
+            self.bind_v4
+        } else {
+            self.bind_v6
+        };
+        if let Some(ip) = bind {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        let stream = tokio::time::timeout(self.timeout, socket.connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Resolves `target` if needed and connects to the first address that answers.
+    pub async fn connect(&self, target: &Target) -> io::Result<TcpStream> {
+        match &target.host {
+            Host::Ip(ip) => self.connect_addr(SocketAddr::new(*ip, target.port)).await,
+            Host::Name(name) => {
+                let mut last = io::Error::new(io::ErrorKind::NotFound, "host name resolved to nothing");
+                for addr in tokio::net::lookup_host((name.as_str(), target.port)).await? {
+                    match self.connect_addr(addr).await {
+                        Ok(s) => return Ok(s),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+        }
+    }
+}
+
+impl Dialer for DirectDialer {
+    fn dial(&self, target: Target) -> BoxFuture<'static, io::Result<Conn>> {
+        let this = self.clone();
+        Box::pin(async move { Ok(Box::new(this.connect(&target).await?) as Conn) })
+    }
+}
+
+/// Sends every stream to one fixed TCP target (standalone `--target`, or `TOR_PT_ORPORT`
+/// when there is no ExtORPort).
+#[derive(Debug, Clone)]
+pub struct TcpUpstream {
+    /// Where to connect.
+    pub target: Target,
+    /// How.
+    pub dialer: DirectDialer,
+}
+
+impl Upstream for TcpUpstream {
+    fn open(&self, _meta: &ClientMeta) -> BoxFuture<'static, Result<Conn, TransportError>> {
+        let this = self.clone();
+        Box::pin(async move { Ok(Box::new(this.dialer.connect(&this.target).await?) as Conn) })
+    }
+}
+
+/// Binds a TCP listener with the options every server wants.
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
