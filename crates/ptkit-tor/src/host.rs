@@ -1,0 +1,1 @@
+//! Host side: launch a managed PT binary as tor does, and use it.
