@@ -211,7 +211,10 @@ impl Args {
 ///
 /// Returns the unescaped token, the stop character met (or `None` at the end of input) and the
 /// input after that stop character.
-pub fn scan<'a>(input: &'a str, stops: &[char]) -> Result<(String, Option<char>, &'a str), ArgsError> {
+pub fn scan<'a>(
+    input: &'a str,
+    stops: &[char],
+) -> Result<(String, Option<char>, &'a str), ArgsError> {
     let mut token = String::new();
     let mut chars = input.char_indices();
     while let Some((i, c)) = chars.next() {
@@ -289,20 +292,37 @@ mod tests {
     use proptest::prelude::*;
 
     fn pairs(a: &Args) -> Vec<(String, String)> {
-        a.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+        a.iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
     }
 
     fn p(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn a3_client_args_bad_vectors() {
         for bad in [
-            "key", "key\\", "=value", "==value", "==key=value", "key=value\\", "a=b;key=value\\",
-            "a;b=c", ";", "key=value;", ";key=value", "key\\=value",
+            "key",
+            "key\\",
+            "=value",
+            "==value",
+            "==key=value",
+            "key=value\\",
+            "a=b;key=value\\",
+            "a;b=c",
+            ";",
+            "key=value;",
+            ";key=value",
+            "key\\=value",
         ] {
-            assert!(Args::parse_client(bad.as_bytes()).is_err(), "{bad:?} should fail");
+            assert!(
+                Args::parse_client(bad.as_bytes()).is_err(),
+                "{bad:?} should fail"
+            );
         }
     }
 
@@ -321,13 +341,30 @@ mod tests {
             ("key=\"\"value\"\"", &[("key", "\"\"value\"\"")]),
             ("\"key=value\"", &[("\"key", "value\"")]),
             ("key=value;key=value", &[("key", "value"), ("key", "value")]),
-            ("key=value1;key=value2", &[("key", "value1"), ("key", "value2")]),
-            ("key1=value1;key2=value2;key1=value3", &[("key1", "value1"), ("key2", "value2"), ("key1", "value3")]),
+            (
+                "key=value1;key=value2",
+                &[("key", "value1"), ("key", "value2")],
+            ),
+            (
+                "key1=value1;key2=value2;key1=value3",
+                &[("key1", "value1"), ("key2", "value2"), ("key1", "value3")],
+            ),
             ("\\;=\\;;\\\\=\\;", &[(";", ";"), ("\\", ";")]),
             ("a\\=b=c", &[("a=b", "c")]),
-            ("shared-secret=rahasia;secrets-file=/tmp/x", &[("shared-secret", "rahasia"), ("secrets-file", "/tmp/x")]),
+            (
+                "shared-secret=rahasia;secrets-file=/tmp/x",
+                &[("shared-secret", "rahasia"), ("secrets-file", "/tmp/x")],
+            ),
             ("rocks=20;height=5.6", &[("rocks", "20"), ("height", "5.6")]),
-            ("k1=v\\;1;k2=back\\\\slash;k3=x=y;cert=AAAA", &[("k1", "v;1"), ("k2", "back\\slash"), ("k3", "x=y"), ("cert", "AAAA")]),
+            (
+                "k1=v\\;1;k2=back\\\\slash;k3=x=y;cert=AAAA",
+                &[
+                    ("k1", "v;1"),
+                    ("k2", "back\\slash"),
+                    ("k3", "x=y"),
+                    ("cert", "AAAA"),
+                ],
+            ),
         ];
         for (input, want) in cases {
             let got = Args::parse_client(input.as_bytes()).unwrap();
@@ -335,18 +372,37 @@ mod tests {
         }
         let multi = Args::parse_client(b"key1=value1;key2=value2;key1=value3").unwrap();
         assert_eq!(multi.get("key1"), Some("value1"));
-        assert_eq!(multi.get_all("key1").collect::<Vec<_>>(), ["value1", "value3"]);
+        assert_eq!(
+            multi.get_all("key1").collect::<Vec<_>>(),
+            ["value1", "value3"]
+        );
     }
 
     #[test]
     fn a2_client_args_encoding_matches_arti() {
         assert_eq!(Args::new().encode_client(), "");
-        assert_eq!(Args::new().with("hello", "world").encode_client(), "hello=world");
-        let a = Args::new().with("hey", "verden").with("hello", "world").with("selv", "tak");
+        assert_eq!(
+            Args::new().with("hello", "world").encode_client(),
+            "hello=world"
+        );
+        let a = Args::new()
+            .with("hey", "verden")
+            .with("hello", "world")
+            .with("selv", "tak");
         assert_eq!(a.encode_client(), "hey=verden;hello=world;selv=tak");
-        assert_eq!(Args::new().with("semi;colon", "equals=sign").encode_client(), "semi\\;colon=equals=sign");
-        let b = Args::new().with("equals=sign", "semi;colon").with("also", "back\\slash");
-        assert_eq!(b.encode_client(), "equals\\=sign=semi\\;colon;also=back\\\\slash");
+        assert_eq!(
+            Args::new()
+                .with("semi;colon", "equals=sign")
+                .encode_client(),
+            "semi\\;colon=equals=sign"
+        );
+        let b = Args::new()
+            .with("equals=sign", "semi;colon")
+            .with("also", "back\\slash");
+        assert_eq!(
+            b.encode_client(),
+            "equals\\=sign=semi\\;colon;also=back\\\\slash"
+        );
     }
 
     #[test]
@@ -359,9 +415,18 @@ mod tests {
             }
         }
         assert_eq!(a.encode_smethod(), "j=v1,j=v2,j=v3,k=v1,k=v2,k=v3");
-        let b = Args::new().with("=,\\", "=").with("=,\\", ",").with("=,\\", "\\");
-        assert_eq!(b.encode_smethod(), "\\=\\,\\\\=\\=,\\=\\,\\\\=\\,,\\=\\,\\\\=\\\\");
-        assert_eq!(Args::new().with("secret", "yes").encode_smethod(), "secret=yes");
+        let b = Args::new()
+            .with("=,\\", "=")
+            .with("=,\\", ",")
+            .with("=,\\", "\\");
+        assert_eq!(
+            b.encode_smethod(),
+            "\\=\\,\\\\=\\=,\\=\\,\\\\=\\,,\\=\\,\\\\=\\\\"
+        );
+        assert_eq!(
+            Args::new().with("secret", "yes").encode_smethod(),
+            "secret=yes"
+        );
         let c = Args::new().with("secret", "nou").with("cache", "/tmp/c");
         assert_eq!(c.encode_smethod(), "cache=/tmp/c,secret=nou");
         let d = Args::new().with("cert", "abc=,def").with("iat-mode", "0");
@@ -370,19 +435,34 @@ mod tests {
 
     #[test]
     fn v3_smethod_args_decoding_vectors() {
-        assert_eq!(pairs(&Args::parse_smethod("N=13").unwrap()), p(&[("N", "13")]));
+        assert_eq!(
+            pairs(&Args::parse_smethod("N=13").unwrap()),
+            p(&[("N", "13")])
+        );
         let obfs4 = "cert=HszPy3vWfjsESCEOo9ZBkRv6zQ/1mGHzc8arF0y2SpwFr3WhsMu8rK0zyaoyERfbz3ddFw,iat-mode=0";
         let a = Args::parse_smethod(obfs4).unwrap();
         assert_eq!(a.get("iat-mode"), Some("0"));
-        assert_eq!(Args::parse_smethod("iat-mode=0\\"), Err(ArgsError::TrailingBackslash));
-        assert_eq!(Args::parse_smethod("iat-mode=fo=o"), Err(ArgsError::EqualsInValue("iat-mode".into())));
-        assert!(matches!(Args::parse_smethod("iat-mode"), Err(ArgsError::NoEquals(_))));
+        assert_eq!(
+            Args::parse_smethod("iat-mode=0\\"),
+            Err(ArgsError::TrailingBackslash)
+        );
+        assert_eq!(
+            Args::parse_smethod("iat-mode=fo=o"),
+            Err(ArgsError::EqualsInValue("iat-mode".into()))
+        );
+        assert!(matches!(
+            Args::parse_smethod("iat-mode"),
+            Err(ArgsError::NoEquals(_))
+        ));
     }
 
     #[test]
     fn client_args_reject_non_utf8_and_oversize() {
         assert_eq!(Args::parse_client(b"k=\xff"), Err(ArgsError::NotUtf8));
-        assert_eq!(Args::parse_client(&vec![b'a'; MAX_ARGS_LEN + 1]), Err(ArgsError::TooLong));
+        assert_eq!(
+            Args::parse_client(&vec![b'a'; MAX_ARGS_LEN + 1]),
+            Err(ArgsError::TooLong)
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod args;
 pub mod net;
 pub mod reader;
 pub mod redact;
+pub mod registry;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
@@ -27,9 +28,10 @@ pub mod target;
 pub mod transport;
 
 pub use args::Args;
+pub use registry::Registry;
 pub use stats::{Stats, StatsCounter};
 pub use target::{Host, Target};
 pub use transport::{
-    Accepted, BoxFuture, ClientConfig, ClientMeta, ClientTransport, Conn, Connector, Dialer, Pending,
-    ServerConfig, ServerTransport, TransportError, TransportListener, Upstream,
+    Accepted, BoxFuture, ClientConfig, ClientMeta, ClientTransport, Conn, Connector, Dialer,
+    Pending, ServerConfig, ServerTransport, TransportError, TransportListener, Upstream,
 };

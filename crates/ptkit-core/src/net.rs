@@ -27,14 +27,22 @@ pub struct DirectDialer {
 
 impl Default for DirectDialer {
     fn default() -> Self {
-        DirectDialer { bind_v4: None, bind_v6: None, timeout: DEFAULT_CONNECT_TIMEOUT }
+        DirectDialer {
+            bind_v4: None,
+            bind_v6: None,
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
     }
 }
 
 impl DirectDialer {
     /// Connects to one socket address.
     pub async fn connect_addr(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
         let bind = if addr.ip().is_loopback() {
             None
         } else if addr.is_ipv4() {
@@ -57,7 +65,8 @@ impl DirectDialer {
         match &target.host {
             Host::Ip(ip) => self.connect_addr(SocketAddr::new(*ip, target.port)).await,
             Host::Name(name) => {
-                let mut last = io::Error::new(io::ErrorKind::NotFound, "host name resolved to nothing");
+                let mut last =
+                    io::Error::new(io::ErrorKind::NotFound, "host name resolved to nothing");
                 for addr in tokio::net::lookup_host((name.as_str(), target.port)).await? {
                     match self.connect_addr(addr).await {
                         Ok(s) => return Ok(s),
@@ -96,7 +105,11 @@ impl Upstream for TcpUpstream {
 
 /// Binds a TCP listener with the options every server wants.
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)

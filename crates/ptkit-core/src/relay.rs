@@ -23,7 +23,9 @@ pub struct RelayConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        RelayConfig { buffer_size: DEFAULT_RELAY_BUFFER }
+        RelayConfig {
+            buffer_size: DEFAULT_RELAY_BUFFER,
+        }
     }
 }
 
@@ -96,7 +98,11 @@ impl Direction {
                 }
             }
             while self.pos < self.cap {
-                let n = ready!(writer.as_mut().poll_write(cx, &self.buf[self.pos..self.cap]))?;
+                let n = ready!(
+                    writer
+                        .as_mut()
+                        .poll_write(cx, &self.buf[self.pos..self.cap])
+                )?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -143,19 +149,30 @@ where
     };
     poll_fn(|cx| {
         if !up.done {
-            if let Poll::Ready(Err(e)) = up.poll_copy(cx, Pin::new(&mut *app), Pin::new(&mut *net), &count_up) {
+            if let Poll::Ready(Err(e)) =
+                up.poll_copy(cx, Pin::new(&mut *app), Pin::new(&mut *net), &count_up)
+            {
                 return Poll::Ready(Err(e));
             }
         }
         if !down.done {
-            if let Poll::Ready(Err(e)) = down.poll_copy(cx, Pin::new(&mut *net), Pin::new(&mut *app), &count_down) {
+            if let Poll::Ready(Err(e)) =
+                down.poll_copy(cx, Pin::new(&mut *net), Pin::new(&mut *app), &count_down)
+            {
                 return Poll::Ready(Err(e));
             }
         }
-        if up.done && down.done { Poll::Ready(Ok(())) } else { Poll::Pending }
+        if up.done && down.done {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
     })
     .await?;
-    Ok(RelayTotals { up: up.total, down: down.total })
+    Ok(RelayTotals {
+        up: up.total,
+        down: down.total,
+    })
 }
 
 #[cfg(test)]
@@ -171,9 +188,14 @@ mod tests {
         let stats = StatsCounter::new("t");
         let task = tokio::spawn(async move {
             let stats = stats;
-            let totals = relay(&mut app_inner, &mut net_inner, &RelayConfig { buffer_size: 7 }, Some(&stats))
-                .await
-                .unwrap();
+            let totals = relay(
+                &mut app_inner,
+                &mut net_inner,
+                &RelayConfig { buffer_size: 7 },
+                Some(&stats),
+            )
+            .await
+            .unwrap();
             (totals, stats.snapshot())
         });
         let up: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -189,11 +211,20 @@ mod tests {
         net_outer.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, up);
         // The up direction is closed; the down direction still works.
-        net_outer.write_all(b"reply after half-close").await.unwrap();
+        net_outer
+            .write_all(b"reply after half-close")
+            .await
+            .unwrap();
         net_outer.shutdown().await.unwrap();
         assert_eq!(writer.await.unwrap(), b"reply after half-close");
         let (totals, snap) = task.await.unwrap();
-        assert_eq!(totals, RelayTotals { up: 100_000, down: 22 });
+        assert_eq!(
+            totals,
+            RelayTotals {
+                up: 100_000,
+                down: 22
+            }
+        );
         assert_eq!((snap.bytes_up, snap.bytes_down), (100_000, 22));
     }
 }

@@ -65,12 +65,17 @@ pub fn proxy(
     shutdown: Shutdown,
     limits: ServerLimits,
 ) -> ServerManager {
-    let manager = ServerManager { shutdown: shutdown.clone(), stats: stats.clone() };
+    let manager = ServerManager {
+        shutdown: shutdown.clone(),
+        stats: stats.clone(),
+    };
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let sd = shutdown.clone();
     shutdown.spawn(async move {
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else { return };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
             let pending = tokio::select! {
                 _ = sd.accepting_stopped() => return,
                 r = listener.accept() => r,
@@ -108,7 +113,16 @@ pub fn proxy(
                     Ok(c) => c,
                     Err(e) => {
                         stats.fail("upstream");
-                        warn!("cannot open upstream for client {}: {e}", sensitive(accepted.meta.client_addr.map(|a| a.to_string()).unwrap_or_default()));
+                        warn!(
+                            "cannot open upstream for client {}: {e}",
+                            sensitive(
+                                accepted
+                                    .meta
+                                    .client_addr
+                                    .map(|a| a.to_string())
+                                    .unwrap_or_default()
+                            )
+                        );
                         return;
                     }
                 };

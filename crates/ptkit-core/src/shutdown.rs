@@ -24,7 +24,11 @@ impl Shutdown {
         let running = CancellationToken::new();
         // Aborting also stops accepting.
         let accepting = running.child_token();
-        Shutdown { accepting, running, tracker: TaskTracker::new() }
+        Shutdown {
+            accepting,
+            running,
+            tracker: TaskTracker::new(),
+        }
     }
 
     /// Stop accepting new connections; existing ones keep going.
@@ -70,7 +74,9 @@ impl Shutdown {
     /// Returns true when everything finished in time.
     pub async fn drained(&self, limit: Duration) -> bool {
         self.tracker.close();
-        tokio::time::timeout(limit, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(limit, self.tracker.wait())
+            .await
+            .is_ok()
     }
 
     /// Number of tracked tasks still running.

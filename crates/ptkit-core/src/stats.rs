@@ -44,7 +44,10 @@ pub struct StatsCounter {
 impl StatsCounter {
     /// Counters for `transport`.
     pub fn new(transport: impl Into<String>) -> Self {
-        StatsCounter { transport: transport.into(), ..Default::default() }
+        StatsCounter {
+            transport: transport.into(),
+            ..Default::default()
+        }
     }
 
     /// Counts a new connection; the guard marks it closed when dropped.
@@ -119,7 +122,14 @@ mod tests {
         }
         c.fail("dial_refused");
         let s = c.snapshot();
-        assert_eq!((s.connections_open, s.connections_total, s.connections_failed), (0, 1, 1));
+        assert_eq!(
+            (
+                s.connections_open,
+                s.connections_total,
+                s.connections_failed
+            ),
+            (0, 1, 1)
+        );
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(
             json,

@@ -42,7 +42,10 @@ pub enum TargetError {
 impl Target {
     /// A target for an IP socket address.
     pub fn from_socket_addr(addr: SocketAddr) -> Self {
-        Target { host: Host::Ip(addr.ip()), port: addr.port() }
+        Target {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+        }
     }
 
     /// The socket address when the host is an IP literal.
@@ -58,18 +61,25 @@ impl Target {
         if let Ok(addr) = s.parse::<SocketAddr>() {
             return Ok(Self::from_socket_addr(addr));
         }
-        let (host, port) = s.rsplit_once(':').ok_or_else(|| TargetError::MissingPort(s.into()))?;
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| TargetError::MissingPort(s.into()))?;
         let port: u16 = port.parse().map_err(|_| TargetError::BadPort(s.into()))?;
         if host.starts_with('[') {
             return Err(TargetError::BadHost(s.into()));
         }
         let valid = !host.is_empty()
             && host.len() <= MAX_HOST_LEN
-            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
         if !valid {
             return Err(TargetError::BadHost(s.into()));
         }
-        Ok(Target { host: Host::Name(host.to_owned()), port })
+        Ok(Target {
+            host: Host::Name(host.to_owned()),
+            port,
+        })
     }
 }
 
@@ -90,7 +100,11 @@ mod tests {
 
     #[test]
     fn parses_and_prints_all_forms() {
-        for s in ["127.0.0.1:9050", "[102:304:506:708:90a:b0c:d0e:f10]:9050", "example.com:9050"] {
+        for s in [
+            "127.0.0.1:9050",
+            "[102:304:506:708:90a:b0c:d0e:f10]:9050",
+            "example.com:9050",
+        ] {
             assert_eq!(Target::parse(s).unwrap().to_string(), s);
         }
         for bad in ["", "example.com", ":80", "a b:80", "host:99999", "[::1:80"] {

@@ -68,7 +68,11 @@ pub trait Connector: Send + Sync {
 
     /// Opens one connection. `settings` are per-connection arguments (SOCKS `k=v` args);
     /// `dest` is the SOCKS target: the transport server's address for Tor-style transports.
-    fn connect(&self, settings: &Args, dest: Option<Target>) -> BoxFuture<'static, Result<Conn, TransportError>>;
+    fn connect(
+        &self,
+        settings: &Args,
+        dest: Option<Target>,
+    ) -> BoxFuture<'static, Result<Conn, TransportError>>;
 }
 
 /// The *Transport Factory* on the client side.
@@ -150,7 +154,10 @@ pub trait ServerTransport: Send + Sync {
     fn generate_config(&self) -> Result<(Args, Args), TransportError>;
 
     /// Binds a listener.
-    fn listen(&self, config: ServerConfig) -> BoxFuture<'static, Result<Box<dyn TransportListener>, TransportError>>;
+    fn listen(
+        &self,
+        config: ServerConfig,
+    ) -> BoxFuture<'static, Result<Box<dyn TransportListener>, TransportError>>;
 }
 
 /// Where a server sends de-obfuscated streams: the ExtORPort, the ORPort, or any target.

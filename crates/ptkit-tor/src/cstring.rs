@@ -60,12 +60,16 @@ pub fn decode(input: &[u8]) -> Result<(Vec<u8>, usize), CStringError> {
         if out.len() > MAX_CSTRING_LEN {
             return Err(CStringError::TooLong);
         }
-        let Some(&b) = input.get(i) else { return Err(CStringError::Unterminated) };
+        let Some(&b) = input.get(i) else {
+            return Err(CStringError::Unterminated);
+        };
         match b {
             b'"' => return Ok((out, i + 1)),
             0 | b'\n' => return Err(CStringError::ForbiddenByte),
             b'\\' => {
-                let Some(&e) = input.get(i + 1) else { return Err(CStringError::Unterminated) };
+                let Some(&e) = input.get(i + 1) else {
+                    return Err(CStringError::Unterminated);
+                };
                 i += 2;
                 let decoded = match e {
                     b'n' => b'\n',
@@ -119,7 +123,10 @@ mod tests {
 
     #[test]
     fn q3_encoding_vectors() {
-        assert_eq!(encode(b"Connected to bridge A"), "\"Connected to bridge A\"");
+        assert_eq!(
+            encode(b"Connected to bridge A"),
+            "\"Connected to bridge A\""
+        );
         assert_eq!(encode(b"say \"hi\""), r#""say \"hi\"""#);
         assert_eq!(encode(b"C:\\path"), r#""C:\\path""#);
         assert_eq!(encode(b"line1\nline2"), r#""line1\nline2""#);
@@ -133,8 +140,14 @@ mod tests {
     #[test]
     fn q5_decoding_follows_tor() {
         let ok: &[(&str, &[u8])] = &[
-            (r#""octal: \042q\042 bs=\134 nl=\012 e=\303\251 end""#, "octal: \"q\" bs=\\ nl=\n e=é end".as_bytes()),
-            (r#""c-style: \"q\" bs=\\ tab=\t hex=\x41""#, b"c-style: \"q\" bs=\\ tab=\t hex=A"),
+            (
+                r#""octal: \042q\042 bs=\134 nl=\012 e=\303\251 end""#,
+                "octal: \"q\" bs=\\ nl=\n e=é end".as_bytes(),
+            ),
+            (
+                r#""c-style: \"q\" bs=\\ tab=\t hex=\x41""#,
+                b"c-style: \"q\" bs=\\ tab=\t hex=A",
+            ),
             (r#""\r\n\t""#, b"\r\n\t"),
             (r#""\'""#, b"'"),
             (r#""\1\12\123""#, b"\x01\x0a\x53"),
@@ -144,7 +157,17 @@ mod tests {
             assert_eq!(&got, want, "{input}");
             assert_eq!(used, input.len());
         }
-        for bad in [r#""\?""#, r#""\a""#, r#""\8""#, r#""\400""#, r#""abc"#, "\"a\nb\"", r#""\0""#, r#""\x4""#, r#""\xzz""#] {
+        for bad in [
+            r#""\?""#,
+            r#""\a""#,
+            r#""\8""#,
+            r#""\400""#,
+            r#""abc"#,
+            "\"a\nb\"",
+            r#""\0""#,
+            r#""\x4""#,
+            r#""\xzz""#,
+        ] {
             assert!(decode(bad.as_bytes()).is_err(), "{bad}");
         }
     }
@@ -152,7 +175,18 @@ mod tests {
     #[test]
     fn o2_every_byte_roundtrips_to_safe_ascii() {
         let all: Vec<u8> = (1..=255u8).collect();
-        for sample in [&b""[..], b"\"", b"\"\"", b"abc\"def", b"\\", b"\\\\", b"\x0123abc", b"\n\r\t\x7f", b"\\377", &all] {
+        for sample in [
+            &b""[..],
+            b"\"",
+            b"\"\"",
+            b"abc\"def",
+            b"\\",
+            b"\\\\",
+            b"\x0123abc",
+            b"\n\r\t\x7f",
+            b"\\377",
+            &all,
+        ] {
             let enc = encode(sample);
             assert!(enc.bytes().all(|b| (0x20..0x7f).contains(&b)), "{enc}");
             assert_eq!(decode(enc.as_bytes()).unwrap().0, sample);

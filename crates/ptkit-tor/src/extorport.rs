@@ -85,7 +85,10 @@ pub fn parse_cookie(bytes: &[u8]) -> Result<Cookie, ExtOrError> {
     if bytes.len() != 64 {
         return Err(ExtOrError::BadCookie("not 64 bytes"));
     }
-    let diff = bytes[..32].iter().zip(COOKIE_HEADER).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    let diff = bytes[..32]
+        .iter()
+        .zip(COOKIE_HEADER)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     if diff != 0 {
         return Err(ExtOrError::BadCookie("wrong header"));
     }
@@ -148,11 +151,16 @@ pub fn decode_command(buf: &[u8]) -> Option<(u16, &[u8], usize)> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    AuthTypes { seen_safe_cookie: bool, count: usize },
+    AuthTypes {
+        seen_safe_cookie: bool,
+        count: usize,
+    },
     ServerHash,
     Status,
     ReplyHead,
-    ReplyBody { command: u16 },
+    ReplyBody {
+        command: u16,
+    },
     Done,
 }
 
@@ -168,7 +176,12 @@ pub struct ExtOrHandshake {
 impl ExtOrHandshake {
     /// A handshake that will report `useraddr` (if known) and `transport` (if non-empty).
     /// Returns the handshake; nothing is sent until tor lists its auth types.
-    pub fn new(cookie: Cookie, client_nonce: [u8; 32], useraddr: Option<SocketAddr>, transport: &str) -> Result<Self, ExtOrError> {
+    pub fn new(
+        cookie: Cookie,
+        client_nonce: [u8; 32],
+        useraddr: Option<SocketAddr>,
+        transport: &str,
+    ) -> Result<Self, ExtOrError> {
         let mut metadata = Vec::new();
         if let Some(addr) = useraddr {
             metadata.extend(encode_command(cmd::USERADDR, addr.to_string().as_bytes())?);
@@ -178,7 +191,10 @@ impl ExtOrHandshake {
         }
         metadata.extend(encode_command(cmd::DONE, b"")?);
         Ok(ExtOrHandshake {
-            state: State::AuthTypes { seen_safe_cookie: false, count: 0 },
+            state: State::AuthTypes {
+                seen_safe_cookie: false,
+                count: 0,
+            },
             cookie,
             client_nonce,
             metadata,
@@ -204,10 +220,15 @@ impl ExtOrHandshake {
     /// Takes exactly [`Self::want`] bytes and returns bytes to send.
     pub fn input(&mut self, data: &[u8]) -> Result<Vec<u8>, ExtOrError> {
         if data.len() != self.want() {
-            return Err(ExtOrError::Protocol("driver passed the wrong number of bytes"));
+            return Err(ExtOrError::Protocol(
+                "driver passed the wrong number of bytes",
+            ));
         }
         match self.state {
-            State::AuthTypes { seen_safe_cookie, count } => {
+            State::AuthTypes {
+                seen_safe_cookie,
+                count,
+            } => {
                 let t = data[0];
                 if t == 0 {
                     if !seen_safe_cookie {
@@ -221,7 +242,10 @@ impl ExtOrHandshake {
                 if count + 1 >= 256 {
                     return Err(ExtOrError::Protocol("auth type list without terminator"));
                 }
-                self.state = State::AuthTypes { seen_safe_cookie: seen_safe_cookie || t == 1, count: count + 1 };
+                self.state = State::AuthTypes {
+                    seen_safe_cookie: seen_safe_cookie || t == 1,
+                    count: count + 1,
+                };
                 Ok(Vec::new())
             }
             State::ServerHash => {
@@ -233,7 +257,8 @@ impl ExtOrHandshake {
                 msg.extend_from_slice(&self.client_nonce);
                 msg.extend_from_slice(&server_nonce);
                 // Constant-time comparison.
-                hmac::verify(&key, &msg, &data[..32]).map_err(|_| ExtOrError::ServerHashMismatch)?;
+                hmac::verify(&key, &msg, &data[..32])
+                    .map_err(|_| ExtOrError::ServerHashMismatch)?;
                 self.state = State::Status;
                 Ok(client_hash(&self.cookie, &self.client_nonce, &server_nonce).to_vec())
             }
@@ -254,7 +279,9 @@ impl ExtOrHandshake {
                 self.state = State::ReplyBody { command };
                 self.finish_reply()
             }
-            State::ReplyBody { .. } | State::Done => Err(ExtOrError::Protocol("handshake already finished")),
+            State::ReplyBody { .. } | State::Done => {
+                Err(ExtOrError::Protocol("handshake already finished"))
+            }
         }
     }
 
@@ -313,7 +340,9 @@ impl ExtOrUpstream {
             handshake(&mut s, hs).await?;
             Ok::<_, ExtOrError>(s)
         };
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, run).await.map_err(|_| ExtOrError::Timeout)?
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
+            .await
+            .map_err(|_| ExtOrError::Timeout)?
     }
 }
 
@@ -324,7 +353,10 @@ impl Upstream for ExtOrUpstream {
         Box::pin(async move {
             match this.connect(&meta).await {
                 Ok(s) => {
-                    tracing::debug!("ExtORPort connection for {} accepted", sensitive(meta.client_addr.map(|a| a.to_string()).unwrap_or_default()));
+                    tracing::debug!(
+                        "ExtORPort connection for {} accepted",
+                        sensitive(meta.client_addr.map(|a| a.to_string()).unwrap_or_default())
+                    );
                     Ok(Box::new(s) as Conn)
                 }
                 Err(ExtOrError::Io(e)) => Err(TransportError::Io(e)),
@@ -348,10 +380,18 @@ mod tests {
     fn x1_cookie_file_vectors() {
         let mut good = COOKIE_HEADER.to_vec();
         good.extend(b"0123456789ABCDEF0123456789ABCDEF");
-        assert_eq!(&parse_cookie(&good).unwrap().0, b"0123456789ABCDEF0123456789ABCDEF");
+        assert_eq!(
+            &parse_cookie(&good).unwrap().0,
+            b"0123456789ABCDEF0123456789ABCDEF"
+        );
         let mut impostor = b"! Impostor ORPort Auth Cookie !\n".to_vec();
         impostor.extend([0u8; 32]);
-        for bad in [&b""[..], &impostor, &good[..63], &[good.clone(), vec![0]].concat()] {
+        for bad in [
+            &b""[..],
+            &impostor,
+            &good[..63],
+            &[good.clone(), vec![0]].concat(),
+        ] {
             assert!(parse_cookie(bad).is_err());
         }
     }
@@ -359,33 +399,69 @@ mod tests {
     #[test]
     fn hash_vectors_7_9() {
         let z = cookie([0; 32]);
-        assert_eq!(server_hash(&z, &[0; 32], &[0; 32]), hex!("9e221919982a84f75faf60ef926949796268c97833e06960ff265369a90fd6d8"));
-        assert_eq!(client_hash(&z, &[0; 32], &[0; 32]), hex!("0f368b1bee24aabc54a9114ce06c070f3ed99d0d368f599ccc6dfdc8bf457a62"));
+        assert_eq!(
+            server_hash(&z, &[0; 32], &[0; 32]),
+            hex!("9e221919982a84f75faf60ef926949796268c97833e06960ff265369a90fd6d8")
+        );
+        assert_eq!(
+            client_hash(&z, &[0; 32], &[0; 32]),
+            hex!("0f368b1bee24aabc54a9114ce06c070f3ed99d0d368f599ccc6dfdc8bf457a62")
+        );
         let c = cookie(*b"Gliding wrapt in a brown mantle,");
         let cn = *b"But when I look ahead up the whi";
         let sn = *b"te road There is always another ";
-        assert_eq!(server_hash(&c, &cn, &sn), hex!("ec80ed6e546d3b36fdfc22fe1315416b029f1ade7610d910878b62eeb7403821"));
-        assert_eq!(client_hash(&c, &cn, &sn), hex!("ab391732dd2ed968cd40c087d1b1f25b33b3cd77ff79bd80c2074bbf438119a2"));
+        assert_eq!(
+            server_hash(&c, &cn, &sn),
+            hex!("ec80ed6e546d3b36fdfc22fe1315416b029f1ade7610d910878b62eeb7403821")
+        );
+        assert_eq!(
+            client_hash(&c, &cn, &sn),
+            hex!("ab391732dd2ed968cd40c087d1b1f25b33b3cd77ff79bd80c2074bbf438119a2")
+        );
         let mut seq = [0u8; 32];
         seq.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
         let cn: [u8; 32] = std::array::from_fn(|i| 0x20 + i as u8);
         let sn: [u8; 32] = std::array::from_fn(|i| 0x40 + i as u8);
-        assert_eq!(server_hash(&cookie(seq), &cn, &sn), hex!("67cb22838690cf4c49434d4ea3164fbdcc936e46fd90ee62f511639a8456d133"));
-        assert_eq!(client_hash(&cookie(seq), &cn, &sn), hex!("4becde5c2fe8a9fed908d74f79be128d73abfbf82c009d3bdc17b4bc02740d58"));
+        assert_eq!(
+            server_hash(&cookie(seq), &cn, &sn),
+            hex!("67cb22838690cf4c49434d4ea3164fbdcc936e46fd90ee62f511639a8456d133")
+        );
+        assert_eq!(
+            client_hash(&cookie(seq), &cn, &sn),
+            hex!("4becde5c2fe8a9fed908d74f79be128d73abfbf82c009d3bdc17b4bc02740d58")
+        );
     }
 
     #[test]
     fn framing_vectors_7_9() {
         assert_eq!(encode_command(0, b"").unwrap(), hex!("00000000"));
         assert_eq!(encode_command(0xffff, b"").unwrap(), hex!("ffff0000"));
-        assert_eq!(encode_command(0x1234, b"hello").unwrap(), hex!("12340005 68656c6c6f"));
-        assert_eq!(encode_command(0x1234, &[0; 65535]).unwrap().len(), 4 + 65535);
+        assert_eq!(
+            encode_command(0x1234, b"hello").unwrap(),
+            hex!("12340005 68656c6c6f")
+        );
+        assert_eq!(
+            encode_command(0x1234, &[0; 65535]).unwrap().len(),
+            4 + 65535
+        );
         assert!(encode_command(0x1234, &[0; 65536]).is_err());
-        for short in [&b""[..], &hex!("12"), &hex!("1234"), &hex!("123400"), &hex!("12340001")] {
+        for short in [
+            &b""[..],
+            &hex!("12"),
+            &hex!("1234"),
+            &hex!("123400"),
+            &hex!("12340001"),
+        ] {
             assert!(decode_command(short).is_none());
         }
-        assert_eq!(decode_command(&hex!("12340000")), Some((0x1234, &b""[..], 4)));
-        assert_eq!(decode_command(b"\x12\x34\x00\x04bodymore"), Some((0x1234, &b"body"[..], 8)));
+        assert_eq!(
+            decode_command(&hex!("12340000")),
+            Some((0x1234, &b""[..], 4))
+        );
+        assert_eq!(
+            decode_command(b"\x12\x34\x00\x04bodymore"),
+            Some((0x1234, &b"body"[..], 8))
+        );
     }
 
     /// The tor unit-test transcript, driven through the sans-IO core byte by byte.
@@ -403,7 +479,10 @@ mod tests {
             "ec80ed6e546d3b36fdfc22fe1315416b029f1ade7610d910878b62eeb7403821"
             "746520726f616420546865726520697320616c7761797320616e6f7468657220"
         );
-        assert_eq!(hs.input(&server).unwrap(), hex!("ab391732dd2ed968cd40c087d1b1f25b33b3cd77ff79bd80c2074bbf438119a2"));
+        assert_eq!(
+            hs.input(&server).unwrap(),
+            hex!("ab391732dd2ed968cd40c087d1b1f25b33b3cd77ff79bd80c2074bbf438119a2")
+        );
         assert_eq!(
             hs.input(&[1]).unwrap(),
             hex!("0001 000c 312e322e332e343a35363738 0002 0007 72666331313439 0000 0000")
@@ -423,7 +502,10 @@ mod tests {
         let mut hs = ExtOrHandshake::new(c.clone(), [0; 32], None, "plain").unwrap();
         hs.input(&[1]).unwrap();
         hs.input(&[0]).unwrap();
-        assert!(matches!(hs.input(&[0u8; 64]), Err(ExtOrError::ServerHashMismatch)));
+        assert!(matches!(
+            hs.input(&[0u8; 64]),
+            Err(ExtOrError::ServerHashMismatch)
+        ));
         let ok_server = [server_hash(&c, &[0; 32], &[9; 32]), [9; 32]].concat();
         let mut hs = ExtOrHandshake::new(c.clone(), [0; 32], None, "").unwrap();
         hs.input(&[1]).unwrap();
@@ -436,7 +518,10 @@ mod tests {
         hs.input(&ok_server).unwrap();
         // Metadata: only DONE when nothing is known.
         assert_eq!(hs.input(&[1]).unwrap(), hex!("00000000"));
-        assert!(matches!(hs.input(&hex!("1001 0000")), Err(ExtOrError::Denied)));
+        assert!(matches!(
+            hs.input(&hex!("1001 0000")),
+            Err(ExtOrError::Denied)
+        ));
         let mut endless = ExtOrHandshake::new(c, [0; 32], None, "").unwrap();
         let mut failed = false;
         for _ in 0..300 {
@@ -445,6 +530,9 @@ mod tests {
                 break;
             }
         }
-        assert!(failed, "an auth-type list without terminator must be bounded");
+        assert!(
+            failed,
+            "an auth-type list without terminator must be bounded"
+        );
     }
 }

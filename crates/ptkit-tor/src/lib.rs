@@ -15,7 +15,10 @@
 pub mod cstring;
 pub mod env;
 pub mod extorport;
+pub mod host;
 pub mod lines;
+pub mod logging;
+pub mod managed;
 pub mod proxy;
 pub mod socks;
-pub mod host;
+pub mod socks_front;

@@ -14,7 +14,8 @@ pub const MAX_LINE_LEN: usize = 64 * 1024;
 
 /// True for a keyword tor accepts: `[A-Za-z0-9_-]+` (item O-2).
 pub fn keyword_is_safe(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// True for an argument tor accepts: US-ASCII without NUL or LF (item O-2).
@@ -120,7 +121,15 @@ impl Line {
     /// so the line is always valid pure ASCII (items O-2, O-6, Q-4).
     pub fn render(&self) -> String {
         let clean = |s: &str| -> String {
-            s.chars().map(|c| if c.is_ascii() && c != '\n' && c != '\r' && c != '\0' { c } else { '?' }).collect()
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii() && c != '\n' && c != '\r' && c != '\0' {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
+                .collect()
         };
         match self {
             Line::Version => "VERSION 1".into(),
@@ -128,7 +137,11 @@ impl Line {
             Line::EnvError(m) => format!("ENV-ERROR {}", clean(m)),
             Line::ProxyDone => "PROXY DONE".into(),
             Line::ProxyError(m) => format!("PROXY-ERROR {}", clean(m)),
-            Line::Cmethod { name, protocol, addr } => format!("CMETHOD {} {protocol} {addr}", clean(name)),
+            Line::Cmethod {
+                name,
+                protocol,
+                addr,
+            } => format!("CMETHOD {} {protocol} {addr}", clean(name)),
             Line::CmethodError(n, m) => format!("CMETHOD-ERROR {} {}", clean(n), clean(m)),
             Line::CmethodsDone => "CMETHODS DONE".into(),
             Line::Smethod { name, addr, args } => {
@@ -143,7 +156,11 @@ impl Line {
             }
             Line::SmethodError(n, m) => format!("SMETHOD-ERROR {} {}", clean(n), clean(m)),
             Line::SmethodsDone => "SMETHODS DONE".into(),
-            Line::Log(sev, msg) => format!("LOG SEVERITY={} MESSAGE={}", sev.as_str(), cstring::encode(msg.as_bytes())),
+            Line::Log(sev, msg) => format!(
+                "LOG SEVERITY={} MESSAGE={}",
+                sev.as_str(),
+                cstring::encode(msg.as_bytes())
+            ),
             Line::Status(transport, kv) => {
                 let mut out = String::from("STATUS");
                 if let Some(t) = transport {
@@ -152,7 +169,11 @@ impl Line {
                 }
                 for (k, v) in kv {
                     out.push(' ');
-                    out.push_str(&k.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect::<String>());
+                    out.push_str(
+                        &k.chars()
+                            .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                            .collect::<String>(),
+                    );
                     out.push('=');
                     out.push_str(&cstring::encode(v.as_bytes()));
                 }
@@ -177,7 +198,9 @@ impl std::fmt::Debug for LineWriter {
 impl LineWriter {
     /// Writes to the process's stdout.
     pub fn stdout() -> Self {
-        LineWriter { out: Mutex::new(Box::new(std::io::stdout())) }
+        LineWriter {
+            out: Mutex::new(Box::new(std::io::stdout())),
+        }
     }
 
     /// Writes to `w` (tests, IPC over other pipes).
@@ -256,7 +279,10 @@ pub struct LineError {
 }
 
 fn err(keyword: &'static str, reason: impl Into<String>) -> LineError {
-    LineError { keyword, reason: reason.into() }
+    LineError {
+        keyword,
+        reason: reason.into(),
+    }
 }
 
 fn method_error(rest: &str) -> (String, String) {
@@ -267,7 +293,9 @@ fn method_error(rest: &str) -> (String, String) {
 }
 
 fn parse_method_addr(keyword: &'static str, s: &str) -> Result<SocketAddr, LineError> {
-    let addr: SocketAddr = s.parse().map_err(|_| err(keyword, format!("address {s:?} is not IP:port")))?;
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|_| err(keyword, format!("address {s:?} is not IP:port")))?;
     if addr.port() == 0 {
         return Err(err(keyword, "port 0"));
     }
@@ -300,12 +328,19 @@ pub fn parse_host_line(line: &str) -> Result<HostLine, LineError> {
                 return Err(err("CMETHOD", "needs name, protocol and address"));
             }
             if !is_transport_name(t[0]) {
-                return Err(err("CMETHOD", format!("{:?} is not a transport name", t[0])));
+                return Err(err(
+                    "CMETHOD",
+                    format!("{:?} is not a transport name", t[0]),
+                ));
             }
             if t[1] != "socks4" && t[1] != "socks5" {
                 return Err(err("CMETHOD", format!("unknown protocol {:?}", t[1])));
             }
-            HostLine::Cmethod { name: t[0].into(), protocol: t[1].into(), addr: parse_method_addr("CMETHOD", t[2])? }
+            HostLine::Cmethod {
+                name: t[0].into(),
+                protocol: t[1].into(),
+                addr: parse_method_addr("CMETHOD", t[2])?,
+            }
         }
         "SMETHOD" => {
             let t: Vec<&str> = rest.split(' ').filter(|t| !t.is_empty()).collect();
@@ -313,22 +348,38 @@ pub fn parse_host_line(line: &str) -> Result<HostLine, LineError> {
                 return Err(err("SMETHOD", "needs name and address"));
             }
             if !is_transport_name(t[0]) {
-                return Err(err("SMETHOD", format!("{:?} is not a transport name", t[0])));
+                return Err(err(
+                    "SMETHOD",
+                    format!("{:?} is not a transport name", t[0]),
+                ));
             }
             let addr = parse_method_addr("SMETHOD", t[1])?;
             let args = match t.get(2).and_then(|o| o.strip_prefix("ARGS:")) {
                 Some(a) => Args::parse_smethod(a).map_err(|e| err("SMETHOD", e.to_string()))?,
                 None => Args::new(),
             };
-            HostLine::Smethod { name: t[0].into(), addr, args }
+            HostLine::Smethod {
+                name: t[0].into(),
+                addr,
+                args,
+            }
         }
         "PROXY" if rest == "DONE" => HostLine::ProxyDone,
         "PROXY-ERROR" => HostLine::ProxyError(rest.to_owned()),
         "LOG" => {
             let kv = parse_kvline(rest.as_bytes()).map_err(|e| err("LOG", e))?;
-            let sev = kv.iter().rev().find(|(k, _)| k == "SEVERITY").ok_or_else(|| err("LOG", "no SEVERITY"))?;
-            let sev = Severity::parse(sev.1.as_bytes()).ok_or_else(|| err("LOG", format!("invalid severity {:?}", sev.1)))?;
-            let msg = kv.iter().rev().find(|(k, _)| k == "MESSAGE").ok_or_else(|| err("LOG", "no MESSAGE"))?;
+            let sev = kv
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "SEVERITY")
+                .ok_or_else(|| err("LOG", "no SEVERITY"))?;
+            let sev = Severity::parse(sev.1.as_bytes())
+                .ok_or_else(|| err("LOG", format!("invalid severity {:?}", sev.1)))?;
+            let msg = kv
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "MESSAGE")
+                .ok_or_else(|| err("LOG", "no MESSAGE"))?;
             HostLine::Log(sev, msg.1.clone())
         }
         "STATUS" => HostLine::Status(parse_kvline(rest.as_bytes()).map_err(|e| err("STATUS", e))?),
@@ -351,7 +402,10 @@ pub fn parse_kvline(mut s: &[u8]) -> Result<Vec<(String, String)>, String> {
         if s.is_empty() {
             return Ok(out);
         }
-        let key_end = s.iter().position(|&b| b == b'=' || is_space(b)).unwrap_or(s.len());
+        let key_end = s
+            .iter()
+            .position(|&b| b == b'=' || is_space(b))
+            .unwrap_or(s.len());
         if s.get(key_end) != Some(&b'=') {
             return Err("item without '='".into());
         }
@@ -370,7 +424,10 @@ pub fn parse_kvline(mut s: &[u8]) -> Result<Vec<(String, String)>, String> {
             s = &s[end..];
             v
         };
-        out.push((String::from_utf8_lossy(key).into_owned(), String::from_utf8_lossy(&value).into_owned()));
+        out.push((
+            String::from_utf8_lossy(key).into_owned(),
+            String::from_utf8_lossy(&value).into_owned(),
+        ));
     }
 }
 
@@ -387,7 +444,15 @@ mod tests {
         for bad in ["CMETHOD:", "a b c", "CMETHOD\x7f", "CMÉTHOD"] {
             assert!(!keyword_is_safe(bad), "{bad}");
         }
-        for ok in ["", "abc", "127.0.0.1:8000", "a\\b", "ab\\", "abc\x7f", "var=GVsbG8\\="] {
+        for ok in [
+            "",
+            "abc",
+            "127.0.0.1:8000",
+            "a\\b",
+            "ab\\",
+            "abc\x7f",
+            "var=GVsbG8\\=",
+        ] {
             assert!(arg_is_safe(ok));
         }
         for bad in ["étude", "a\nb", "ab\\\n", "ab\n\\"] {
@@ -410,35 +475,82 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:32525".parse().unwrap();
         assert_eq!(Line::Version.render(), "VERSION 1");
         assert_eq!(Line::VersionError.render(), "VERSION-ERROR no-version");
-        assert_eq!(Line::Cmethod { name: "plain".into(), protocol: "socks5", addr }.render(), "CMETHOD plain socks5 127.0.0.1:32525");
+        assert_eq!(
+            Line::Cmethod {
+                name: "plain".into(),
+                protocol: "socks5",
+                addr
+            }
+            .render(),
+            "CMETHOD plain socks5 127.0.0.1:32525"
+        );
         let args = Args::new().with("cert", "abc=,def").with("iat-mode", "0");
         assert_eq!(
-            Line::Smethod { name: "obfs4".into(), addr, args }.render(),
+            Line::Smethod {
+                name: "obfs4".into(),
+                addr,
+                args
+            }
+            .render(),
             "SMETHOD obfs4 127.0.0.1:32525 ARGS:cert=abc\\=\\,def,iat-mode=0"
         );
-        assert_eq!(Line::Smethod { name: "plain".into(), addr, args: Args::new() }.render(), "SMETHOD plain 127.0.0.1:32525");
-        assert_eq!(Line::Log(Severity::Notice, "a \"b\"\nc".into()).render(), r#"LOG SEVERITY=notice MESSAGE="a \"b\"\nc""#);
         assert_eq!(
-            Line::Status(Some("plain".into()), vec![("CONNECT".into(), "Success".into())]).render(),
+            Line::Smethod {
+                name: "plain".into(),
+                addr,
+                args: Args::new()
+            }
+            .render(),
+            "SMETHOD plain 127.0.0.1:32525"
+        );
+        assert_eq!(
+            Line::Log(Severity::Notice, "a \"b\"\nc".into()).render(),
+            r#"LOG SEVERITY=notice MESSAGE="a \"b\"\nc""#
+        );
+        assert_eq!(
+            Line::Status(
+                Some("plain".into()),
+                vec![("CONNECT".into(), "Success".into())]
+            )
+            .render(),
             r#"STATUS TRANSPORT=plain CONNECT="Success""#
         );
-        assert_eq!(Line::EnvError("bad\nthing é".into()).render(), "ENV-ERROR bad?thing ?");
+        assert_eq!(
+            Line::EnvError("bad\nthing é".into()).render(),
+            "ENV-ERROR bad?thing ?"
+        );
     }
 
     #[test]
     fn v2_smethod_args_never_contain_spaces() {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let line = Line::Smethod { name: "t".into(), addr, args: Args::new().with("k", "a b") }.render();
+        let line = Line::Smethod {
+            name: "t".into(),
+            addr,
+            args: Args::new().with("k", "a b"),
+        }
+        .render();
         assert_eq!(line.split(' ').count(), 4, "{line}");
     }
 
     #[test]
     fn h3_parses_arti_vectors() {
-        assert_eq!(parse_host_line("VERSION-ERROR no-version").unwrap(), HostLine::VersionError("no-version".into()));
-        assert_eq!(parse_host_line("VERSION 1").unwrap(), HostLine::Version("1".into()));
         assert_eq!(
-            parse_host_line("ENV-ERROR No TOR_PT_AUTH_COOKIE_FILE when TOR_PT_EXTENDED_SERVER_PORT set").unwrap(),
-            HostLine::EnvError("No TOR_PT_AUTH_COOKIE_FILE when TOR_PT_EXTENDED_SERVER_PORT set".into())
+            parse_host_line("VERSION-ERROR no-version").unwrap(),
+            HostLine::VersionError("no-version".into())
+        );
+        assert_eq!(
+            parse_host_line("VERSION 1").unwrap(),
+            HostLine::Version("1".into())
+        );
+        assert_eq!(
+            parse_host_line(
+                "ENV-ERROR No TOR_PT_AUTH_COOKIE_FILE when TOR_PT_EXTENDED_SERVER_PORT set"
+            )
+            .unwrap(),
+            HostLine::EnvError(
+                "No TOR_PT_AUTH_COOKIE_FILE when TOR_PT_EXTENDED_SERVER_PORT set".into()
+            )
         );
         assert_eq!(parse_host_line("PROXY DONE").unwrap(), HostLine::ProxyDone);
         assert_eq!(
@@ -447,13 +559,20 @@ mod tests {
         );
         assert_eq!(
             parse_host_line("CMETHOD trebuchet socks5 127.0.0.1:19999").unwrap(),
-            HostLine::Cmethod { name: "trebuchet".into(), protocol: "socks5".into(), addr: "127.0.0.1:19999".parse().unwrap() }
+            HostLine::Cmethod {
+                name: "trebuchet".into(),
+                protocol: "socks5".into(),
+                addr: "127.0.0.1:19999".parse().unwrap()
+            }
         );
         assert_eq!(
             parse_host_line("CMETHOD-ERROR trebuchet no rocks available").unwrap(),
             HostLine::CmethodError("trebuchet".into(), "no rocks available".into())
         );
-        assert_eq!(parse_host_line("CMETHODS DONE\r").unwrap(), HostLine::CmethodsDone);
+        assert_eq!(
+            parse_host_line("CMETHODS DONE\r").unwrap(),
+            HostLine::CmethodsDone
+        );
         assert_eq!(
             parse_host_line("SMETHOD-ERROR trebuchet no cows available").unwrap(),
             HostLine::SmethodError("trebuchet".into(), "no cows available".into())
@@ -462,17 +581,32 @@ mod tests {
             parse_host_line("LOG SEVERITY=debug MESSAGE=\"Connected to bridge A\"").unwrap(),
             HostLine::Log(Severity::Debug, "Connected to bridge A".into())
         );
-        assert_eq!(parse_host_line(r#"LOG SEVERITY=debug MESSAGE="\r\n\t""#).unwrap(), HostLine::Log(Severity::Debug, "\r\n\t".into()));
-        assert_eq!(parse_host_line("LOG SEVERITY=debug MESSAGE=").unwrap(), HostLine::Log(Severity::Debug, "".into()));
+        assert_eq!(
+            parse_host_line(r#"LOG SEVERITY=debug MESSAGE="\r\n\t""#).unwrap(),
+            HostLine::Log(Severity::Debug, "\r\n\t".into())
+        );
+        assert_eq!(
+            parse_host_line("LOG SEVERITY=debug MESSAGE=").unwrap(),
+            HostLine::Log(Severity::Debug, "".into())
+        );
         // tor rejects \a (Arti would decode it to "a"); tor accepts \1..\7 octal.
         assert!(parse_host_line(r#"LOG SEVERITY=debug MESSAGE="\a""#).is_err());
-        assert_eq!(parse_host_line(r#"LOG MESSAGE="\7" SEVERITY=debug"#).unwrap(), HostLine::Log(Severity::Debug, "\x07".into()));
+        assert_eq!(
+            parse_host_line(r#"LOG MESSAGE="\7" SEVERITY=debug"#).unwrap(),
+            HostLine::Log(Severity::Debug, "\x07".into())
+        );
         let st = parse_host_line(r#"STATUS ADDRESS=198.51.100.222:2222 CONNECT=Failed FINGERPRINT=X ERRSTR="Connection refused""#).unwrap();
         let HostLine::Status(kv) = st else { panic!() };
         assert_eq!(kv[3], ("ERRSTR".into(), "Connection refused".into()));
-        let HostLine::Smethod { args, .. } = parse_host_line("SMETHOD rot_by_N 198.51.100.1:2323 ARGS:N=13").unwrap() else { panic!() };
+        let HostLine::Smethod { args, .. } =
+            parse_host_line("SMETHOD rot_by_N 198.51.100.1:2323 ARGS:N=13").unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(args.get("N"), Some("13"));
-        assert!(parse_host_line("SMETHOD trebuchet 198.51.100.1:19999 ARGS:iat-mode=fo=o").is_err());
+        assert!(
+            parse_host_line("SMETHOD trebuchet 198.51.100.1:19999 ARGS:iat-mode=fo=o").is_err()
+        );
     }
 
     #[test]
@@ -481,8 +615,14 @@ mod tests {
         assert!(parse_host_line("LOG SEVERITY=loud MESSAGE=\"bad severity\"").is_err());
         assert!(parse_host_line("LOG SEVERITY=notice").is_err());
         assert!(parse_host_line(r#"LOG SEVERITY=notice MESSAGE="bad escape \?""#).is_err());
-        assert_eq!(parse_host_line("LOG SEVERITY=warning MESSAGE=unquoted").unwrap(), HostLine::Log(Severity::Warning, "unquoted".into()));
-        assert_eq!(parse_host_line("FROBNICATE whatever").unwrap(), HostLine::Unknown("FROBNICATE whatever".into()));
+        assert_eq!(
+            parse_host_line("LOG SEVERITY=warning MESSAGE=unquoted").unwrap(),
+            HostLine::Log(Severity::Warning, "unquoted".into())
+        );
+        assert_eq!(
+            parse_host_line("FROBNICATE whatever").unwrap(),
+            HostLine::Unknown("FROBNICATE whatever".into())
+        );
         assert!(parse_host_line("CMETHOD dummy socks5 localhost:1080").is_err());
     }
 
@@ -490,11 +630,27 @@ mod tests {
     fn rendered_lines_parse_back() {
         let addr: SocketAddr = "[::1]:4443".parse().unwrap();
         let args = Args::new().with("cert", "ab,c=d\\").with("iat-mode", "0");
-        let line = Line::Smethod { name: "obfs4".into(), addr, args: args.clone() }.render();
-        let HostLine::Smethod { args: back, addr: a, .. } = parse_host_line(&line).unwrap() else { panic!() };
+        let line = Line::Smethod {
+            name: "obfs4".into(),
+            addr,
+            args: args.clone(),
+        }
+        .render();
+        let HostLine::Smethod {
+            args: back,
+            addr: a,
+            ..
+        } = parse_host_line(&line).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!((back, a), (args, addr));
         let msg: String = (1u8..128).map(char::from).collect();
-        let HostLine::Log(_, m) = parse_host_line(&Line::Log(Severity::Info, msg.clone()).render()).unwrap() else { panic!() };
+        let HostLine::Log(_, m) =
+            parse_host_line(&Line::Log(Severity::Info, msg.clone()).render()).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(m, msg);
     }
 }

@@ -42,7 +42,10 @@ pub struct ProxyUrl {
 impl std::fmt::Debug for ProxyUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print credentials.
-        f.debug_struct("ProxyUrl").field("scheme", &self.scheme).field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("ProxyUrl")
+            .field("scheme", &self.scheme)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,8 +67,14 @@ pub enum ProxyUrlError {
 /// Checks syntax only, as goptlib's `getProxyURL` does (vectors §7.1.5): scheme, `//`,
 /// non-empty host and port. Returns (scheme, userinfo, host, port).
 fn split(uri: &str) -> Result<(&str, Option<&str>, &str, &str), ProxyUrlError> {
-    let (scheme, rest) = uri.split_once("://").ok_or(ProxyUrlError::Syntax("expected scheme://host:port"))?;
-    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or(ProxyUrlError::Syntax("expected scheme://host:port"))?;
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
         return Err(ProxyUrlError::Syntax("bad scheme"));
     }
     // Item L-10: tor inserts credentials raw, so split at the last '@' before host:port.
@@ -75,10 +84,14 @@ fn split(uri: &str) -> Result<(&str, Option<&str>, &str, &str), ProxyUrlError> {
     };
     let authority = hostpart.split(['/', '?', '#']).next().unwrap_or("");
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, p) = v6.split_once("]:").ok_or(ProxyUrlError::Syntax("missing port"))?;
+        let (h, p) = v6
+            .split_once("]:")
+            .ok_or(ProxyUrlError::Syntax("missing port"))?;
         (h, p)
     } else {
-        authority.rsplit_once(':').ok_or(ProxyUrlError::Syntax("missing port"))?
+        authority
+            .rsplit_once(':')
+            .ok_or(ProxyUrlError::Syntax("missing port"))?
     };
     if host.is_empty() {
         return Err(ProxyUrlError::Syntax("missing host"));
@@ -95,14 +108,20 @@ fn split(uri: &str) -> Result<(&str, Option<&str>, &str, &str), ProxyUrlError> {
 fn decode_userinfo(s: &str) -> Vec<u8> {
     let legal = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:%".contains(&b);
     let bytes = s.as_bytes();
-    let has_escape = bytes.windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+    let has_escape = bytes
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
     if !has_escape || !bytes.iter().all(|b| legal(*b)) {
         return bytes.to_vec();
     }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() && bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit()
+        {
             let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
             out.push(hex(bytes[i + 1]) * 16 + hex(bytes[i + 2]));
             i += 3;
@@ -129,12 +148,20 @@ impl ProxyUrl {
             "http" => Scheme::Http,
             other => return Err(ProxyUrlError::UnsupportedScheme(other.to_owned())),
         };
-        let port: u16 = port.parse().map_err(|_| ProxyUrlError::Syntax("port out of range"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| ProxyUrlError::Syntax("port out of range"))?;
         let addr = if uri.contains(&format!("[{host}]")) {
-            let ip: std::net::Ipv6Addr = host.parse().map_err(|_| ProxyUrlError::Syntax("bad IPv6 address"))?;
-            Target { host: ptkit_core::Host::Ip(ip.into()), port }
+            let ip: std::net::Ipv6Addr = host
+                .parse()
+                .map_err(|_| ProxyUrlError::Syntax("bad IPv6 address"))?;
+            Target {
+                host: ptkit_core::Host::Ip(ip.into()),
+                port,
+            }
         } else {
-            Target::parse(&format!("{host}:{port}")).map_err(|_| ProxyUrlError::Syntax("bad host"))?
+            Target::parse(&format!("{host}:{port}"))
+                .map_err(|_| ProxyUrlError::Syntax("bad host"))?
         };
         let (user, pass) = match userinfo {
             None => (None, None),
@@ -146,9 +173,13 @@ impl ProxyUrl {
         match scheme {
             Scheme::Socks5 => {
                 if user.is_some() || pass.is_some() {
-                    let ok = |v: &Option<Vec<u8>>| v.as_ref().is_some_and(|v| (1..=255).contains(&v.len()));
+                    let ok = |v: &Option<Vec<u8>>| {
+                        v.as_ref().is_some_and(|v| (1..=255).contains(&v.len()))
+                    };
                     if !ok(&user) || !ok(&pass) {
-                        return Err(ProxyUrlError::Credentials("socks5 user and password must both be 1-255 bytes"));
+                        return Err(ProxyUrlError::Credentials(
+                            "socks5 user and password must both be 1-255 bytes",
+                        ));
                     }
                 }
             }
@@ -159,7 +190,12 @@ impl ProxyUrl {
             }
             Scheme::Http => {}
         }
-        Ok(ProxyUrl { scheme, addr, user, pass })
+        Ok(ProxyUrl {
+            scheme,
+            addr,
+            user,
+            pass,
+        })
     }
 }
 
@@ -183,7 +219,12 @@ impl ProxyDialer {
         let deadline = self.direct.timeout;
         tokio::time::timeout(deadline, self.handshake(&mut s, target))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "upstream proxy handshake timed out"))??;
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "upstream proxy handshake timed out",
+                )
+            })??;
         Ok(s)
     }
 
@@ -196,13 +237,16 @@ impl ProxyDialer {
                 let mut m = [0u8; 2];
                 s.read_exact(&mut m).await?;
                 if client::parse_method(m).map_err(proto_err)? == 2 {
-                    let (u, pw) = creds.ok_or_else(|| proto_err("proxy demands credentials we do not have"))?;
-                    s.write_all(&client::userpass(u, pw).map_err(proto_err)?).await?;
+                    let (u, pw) = creds
+                        .ok_or_else(|| proto_err("proxy demands credentials we do not have"))?;
+                    s.write_all(&client::userpass(u, pw).map_err(proto_err)?)
+                        .await?;
                     let mut a = [0u8; 2];
                     s.read_exact(&mut a).await?;
                     client::parse_auth(a).map_err(proto_err)?;
                 }
-                s.write_all(&client::connect_v5(target).map_err(proto_err)?).await?;
+                s.write_all(&client::connect_v5(target).map_err(proto_err)?)
+                    .await?;
                 let mut head = [0u8; 5];
                 s.read_exact(&mut head).await?;
                 client::parse_reply_v5(head).map_err(proto_err)?;
@@ -212,7 +256,8 @@ impl ProxyDialer {
             }
             Scheme::Socks4a => {
                 let user = p.user.clone().unwrap_or_default();
-                s.write_all(&client::connect_v4(target, &user).map_err(proto_err)?).await?;
+                s.write_all(&client::connect_v4(target, &user).map_err(proto_err)?)
+                    .await?;
                 let mut r = [0u8; 8];
                 s.read_exact(&mut r).await?;
                 client::parse_reply_v4(r).map_err(proto_err)?;
@@ -265,39 +310,99 @@ mod tests {
     #[test]
     fn l6_syntax_vectors_7_1_5() {
         for bad in [
-            "bogus", "http:", "://127.0.0.1", "//127.0.0.1", "http:127.0.0.1", "://[::1]", "//[::1]", "http:[::1]",
-            "://localhost", "//localhost", "http:localhost", "http://127.0.0.1", "socks4a://127.0.0.1",
-            "socks5://127.0.0.1", "http://127.0.0.1:", "http://[::1]", "http://localhost", "unknown://localhost/whatever",
-            "http://:8080", "socks4a://:1080", "socks5://:1080",
+            "bogus",
+            "http:",
+            "://127.0.0.1",
+            "//127.0.0.1",
+            "http:127.0.0.1",
+            "://[::1]",
+            "//[::1]",
+            "http:[::1]",
+            "://localhost",
+            "//localhost",
+            "http:localhost",
+            "http://127.0.0.1",
+            "socks4a://127.0.0.1",
+            "socks5://127.0.0.1",
+            "http://127.0.0.1:",
+            "http://[::1]",
+            "http://localhost",
+            "unknown://localhost/whatever",
+            "http://:8080",
+            "socks4a://:1080",
+            "socks5://:1080",
         ] {
             assert!(ProxyUrl::check_syntax(bad).is_err(), "{bad}");
         }
         for good in [
-            "http://127.0.0.1:8080", "http://127.0.0.1:8080/", "http://127.0.0.1:8080/path", "http://[::1]:8080",
-            "http://[::1]:8080/", "http://[::1]:8080/path", "http://localhost:8080", "http://localhost:8080/",
-            "http://localhost:8080/path", "http://user@localhost:8080", "http://user:password@localhost:8080",
-            "socks5://localhost:1080", "socks4a://localhost:1080", "unknown://localhost:9999/whatever",
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080/",
+            "http://127.0.0.1:8080/path",
+            "http://[::1]:8080",
+            "http://[::1]:8080/",
+            "http://[::1]:8080/path",
+            "http://localhost:8080",
+            "http://localhost:8080/",
+            "http://localhost:8080/path",
+            "http://user@localhost:8080",
+            "http://user:password@localhost:8080",
+            "socks5://localhost:1080",
+            "socks4a://localhost:1080",
+            "unknown://localhost:9999/whatever",
         ] {
             assert!(ProxyUrl::check_syntax(good).is_ok(), "{good}");
         }
-        assert!(matches!(ProxyUrl::parse("unknown://localhost:9999/whatever"), Err(ProxyUrlError::UnsupportedScheme(_))));
+        assert!(matches!(
+            ProxyUrl::parse("unknown://localhost:9999/whatever"),
+            Err(ProxyUrlError::UnsupportedScheme(_))
+        ));
     }
 
     #[test]
     fn l10_tor_and_arti_produced_values() {
         let p = ProxyUrl::parse("socks5://127.0.0.9:1080").unwrap();
-        assert_eq!((p.scheme, p.addr.to_string()), (Scheme::Socks5, "127.0.0.9:1080".into()));
-        assert_eq!(ProxyUrl::parse("socks5://[::1]:1080").unwrap().addr.to_string(), "[::1]:1080");
-        assert_eq!(ProxyUrl::parse("socks4a://127.0.0.9:1080").unwrap().scheme, Scheme::Socks4a);
+        assert_eq!(
+            (p.scheme, p.addr.to_string()),
+            (Scheme::Socks5, "127.0.0.9:1080".into())
+        );
+        assert_eq!(
+            ProxyUrl::parse("socks5://[::1]:1080")
+                .unwrap()
+                .addr
+                .to_string(),
+            "[::1]:1080"
+        );
+        assert_eq!(
+            ProxyUrl::parse("socks4a://127.0.0.9:1080").unwrap().scheme,
+            Scheme::Socks4a
+        );
         let raw = ProxyUrl::parse("socks5://us;er:p@ss:w/rd@127.0.0.9:1080").unwrap();
-        assert_eq!((raw.user.unwrap(), raw.pass.unwrap()), (b"us;er".to_vec(), b"p@ss:w/rd".to_vec()));
+        assert_eq!(
+            (raw.user.unwrap(), raw.pass.unwrap()),
+            (b"us;er".to_vec(), b"p@ss:w/rd".to_vec())
+        );
         let sp = ProxyUrl::parse("http://user:pa ss@127.0.0.9:3128").unwrap();
-        assert_eq!((sp.user.unwrap(), sp.pass.unwrap()), (b"user".to_vec(), b"pa ss".to_vec()));
-        assert_eq!(ProxyUrl::parse("socks4://10.0.0.1:9050").unwrap().scheme, Scheme::Socks4a);
+        assert_eq!(
+            (sp.user.unwrap(), sp.pass.unwrap()),
+            (b"user".to_vec(), b"pa ss".to_vec())
+        );
+        assert_eq!(
+            ProxyUrl::parse("socks4://10.0.0.1:9050").unwrap().scheme,
+            Scheme::Socks4a
+        );
         let enc = ProxyUrl::parse("socks5://a%40b:c%3Ad@127.0.0.1:1080").unwrap();
-        assert_eq!((enc.user.unwrap(), enc.pass.unwrap()), (b"a@b".to_vec(), b"c:d".to_vec()));
+        assert_eq!(
+            (enc.user.unwrap(), enc.pass.unwrap()),
+            (b"a@b".to_vec(), b"c:d".to_vec())
+        );
         assert!(ProxyUrl::parse("socks5://user@127.0.0.1:1080").is_err());
         assert!(ProxyUrl::parse("socks4a://u:p@127.0.0.1:1080").is_err());
-        assert!(!format!("{:?}", ProxyUrl::parse("socks5://u:secret@127.0.0.1:1").unwrap()).contains("secret"));
+        assert!(
+            !format!(
+                "{:?}",
+                ProxyUrl::parse("socks5://u:secret@127.0.0.1:1").unwrap()
+            )
+            .contains("secret")
+        );
     }
 }

@@ -34,7 +34,11 @@ pub enum ClientError {
 /// SOCKS5 greeting: offer username/password when there are credentials, else no auth
 /// (tor's byte order: `05 02 00 02` / `05 01 00`).
 pub fn greeting_v5(with_auth: bool) -> Vec<u8> {
-    if with_auth { vec![5, 2, 0, 2] } else { vec![5, 1, 0] }
+    if with_auth {
+        vec![5, 2, 0, 2]
+    } else {
+        vec![5, 1, 0]
+    }
 }
 
 /// Parses the method choice (2 bytes).
@@ -48,8 +52,10 @@ pub fn parse_method(reply: [u8; 2]) -> Result<u8, ClientError> {
 
 /// RFC 1929 message for `user`/`pass` (each 1..=255 bytes).
 pub fn userpass(user: &[u8], pass: &[u8]) -> Result<Vec<u8>, ClientError> {
-    let ulen = u8::try_from(user.len()).map_err(|_| ClientError::Unencodable("username over 255 bytes"))?;
-    let plen = u8::try_from(pass.len()).map_err(|_| ClientError::Unencodable("password over 255 bytes"))?;
+    let ulen = u8::try_from(user.len())
+        .map_err(|_| ClientError::Unencodable("username over 255 bytes"))?;
+    let plen = u8::try_from(pass.len())
+        .map_err(|_| ClientError::Unencodable("password over 255 bytes"))?;
     if ulen == 0 || plen == 0 {
         return Err(ClientError::Unencodable("empty username or password"));
     }
@@ -93,7 +99,8 @@ pub fn connect_v5(target: &Target) -> Result<Vec<u8>, ClientError> {
             v.extend_from_slice(&ip.octets());
         }
         Host::Name(name) => {
-            let len = u8::try_from(name.len()).map_err(|_| ClientError::Unencodable("host name over 255 bytes"))?;
+            let len = u8::try_from(name.len())
+                .map_err(|_| ClientError::Unencodable("host name over 255 bytes"))?;
             v.push(3);
             v.push(len);
             v.extend_from_slice(name.as_bytes());
@@ -148,7 +155,9 @@ pub fn connect_v4(target: &Target, userid: &[u8]) -> Result<Vec<u8>, ClientError
             v.extend_from_slice(userid);
             v.push(0);
         }
-        Host::Ip(IpAddr::V6(_)) => return Err(ClientError::Unencodable("SOCKS4 cannot carry IPv6")),
+        Host::Ip(IpAddr::V6(_)) => {
+            return Err(ClientError::Unencodable("SOCKS4 cannot carry IPv6"));
+        }
         Host::Name(name) => {
             if name.as_bytes().contains(&0) {
                 return Err(ClientError::Unencodable("NUL in host name"));
@@ -193,8 +202,14 @@ mod tests {
         c.extend(hex!("01BB"));
         assert_eq!(connect_v5(&named).unwrap(), c);
         assert_eq!(reply_v5_len(hex!("05 00 00 01 C0")).unwrap(), 10);
-        assert_eq!(userpass(b"hello", b"world").unwrap(), hex!("01 05 68656c6c6f 05 776f726c64"));
-        assert_eq!(parse_reply_v5(hex!("05 05 00 01 00")), Err(ClientError::Refused(Reply::ConnectionRefused)));
+        assert_eq!(
+            userpass(b"hello", b"world").unwrap(),
+            hex!("01 05 68656c6c6f 05 776f726c64")
+        );
+        assert_eq!(
+            parse_reply_v5(hex!("05 05 00 01 00")),
+            Err(ClientError::Refused(Reply::ConnectionRefused))
+        );
     }
 
     #[test]

@@ -40,11 +40,15 @@ impl Reply {
             Some(libc::EHOSTUNREACH) => return Reply::HostUnreachable,
             Some(libc::ECONNREFUSED) | Some(libc::ECONNRESET) => return Reply::ConnectionRefused,
             Some(libc::ETIMEDOUT) => return Reply::TtlExpired,
-            Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) => return Reply::AddressTypeNotSupported,
+            Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) => {
+                return Reply::AddressTypeNotSupported;
+            }
             _ => {}
         }
         match e.kind() {
-            io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => Reply::ConnectionRefused,
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => {
+                Reply::ConnectionRefused
+            }
             io::ErrorKind::TimedOut => Reply::TtlExpired,
             io::ErrorKind::NetworkUnreachable => Reply::NetworkUnreachable,
             io::ErrorKind::HostUnreachable => Reply::HostUnreachable,
@@ -76,13 +80,34 @@ mod tests {
     #[test]
     fn s3_4_errno_mapping_matches_obfs4proxy() {
         let e = |n| io::Error::from_raw_os_error(n);
-        assert_eq!(Reply::from_io_error(&e(libc::ENETUNREACH)), Reply::NetworkUnreachable);
-        assert_eq!(Reply::from_io_error(&e(libc::EHOSTUNREACH)), Reply::HostUnreachable);
-        assert_eq!(Reply::from_io_error(&e(libc::ECONNREFUSED)), Reply::ConnectionRefused);
-        assert_eq!(Reply::from_io_error(&e(libc::ECONNRESET)), Reply::ConnectionRefused);
+        assert_eq!(
+            Reply::from_io_error(&e(libc::ENETUNREACH)),
+            Reply::NetworkUnreachable
+        );
+        assert_eq!(
+            Reply::from_io_error(&e(libc::EHOSTUNREACH)),
+            Reply::HostUnreachable
+        );
+        assert_eq!(
+            Reply::from_io_error(&e(libc::ECONNREFUSED)),
+            Reply::ConnectionRefused
+        );
+        assert_eq!(
+            Reply::from_io_error(&e(libc::ECONNRESET)),
+            Reply::ConnectionRefused
+        );
         assert_eq!(Reply::from_io_error(&e(libc::ETIMEDOUT)), Reply::TtlExpired);
-        assert_eq!(Reply::from_io_error(&e(libc::EADDRNOTAVAIL)), Reply::AddressTypeNotSupported);
-        assert_eq!(Reply::from_io_error(&io::Error::other("x")), Reply::GeneralFailure);
-        assert_eq!(Reply::from_io_error(&io::ErrorKind::TimedOut.into()), Reply::TtlExpired);
+        assert_eq!(
+            Reply::from_io_error(&e(libc::EADDRNOTAVAIL)),
+            Reply::AddressTypeNotSupported
+        );
+        assert_eq!(
+            Reply::from_io_error(&io::Error::other("x")),
+            Reply::GeneralFailure
+        );
+        assert_eq!(
+            Reply::from_io_error(&io::ErrorKind::TimedOut.into()),
+            Reply::TtlExpired
+        );
     }
 }

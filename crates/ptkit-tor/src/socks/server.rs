@@ -162,7 +162,9 @@ fn fail(kind: ErrorKind, reply: Vec<u8>) -> HandshakeError {
 impl Handshake {
     /// A handshake waiting for the client's first byte.
     pub fn new() -> Self {
-        Handshake { state: State::Start }
+        Handshake {
+            state: State::Start,
+        }
     }
 
     /// True once a request was returned.
@@ -180,7 +182,12 @@ impl Handshake {
             State::Start => self.start(&mut r),
             State::Auth => self.auth(&mut r),
             State::Request { args } => self.request(&mut r, args),
-            State::Done => return Err(fail(ErrorKind::Malformed("handshake already finished"), Vec::new())),
+            State::Done => {
+                return Err(fail(
+                    ErrorKind::Malformed("handshake already finished"),
+                    Vec::new(),
+                ));
+            }
         };
         match result {
             Ok(Some((reply, finished))) => {
@@ -193,7 +200,11 @@ impl Handshake {
                     };
                     return Err(fail(ErrorKind::Pipelined, reply));
                 }
-                Ok(Action { drain, reply, finished })
+                Ok(Action {
+                    drain,
+                    reply,
+                    finished,
+                })
             }
             Ok(None) => Ok(Action::default()),
             Err(e) => Err(e),
@@ -206,8 +217,13 @@ impl Handshake {
     }
 
     #[allow(clippy::type_complexity)]
-    fn start(&mut self, r: &mut Reader<'_>) -> Result<Option<(Vec<u8>, Option<Request>)>, HandshakeError> {
-        let Ok(version) = r.u8() else { return self.need_more(State::Start) };
+    fn start(
+        &mut self,
+        r: &mut Reader<'_>,
+    ) -> Result<Option<(Vec<u8>, Option<Request>)>, HandshakeError> {
+        let Ok(version) = r.u8() else {
+            return self.need_more(State::Start);
+        };
         match version {
             5 => {
                 let methods = match r.u8().and_then(|n| r.take(usize::from(n))) {
@@ -231,7 +247,10 @@ impl Handshake {
     }
 
     #[allow(clippy::type_complexity)]
-    fn auth(&mut self, r: &mut Reader<'_>) -> Result<Option<(Vec<u8>, Option<Request>)>, HandshakeError> {
+    fn auth(
+        &mut self,
+        r: &mut Reader<'_>,
+    ) -> Result<Option<(Vec<u8>, Option<Request>)>, HandshakeError> {
         let parsed = (|| {
             let ver = r.u8()?;
             let ulen = r.u8()?;
@@ -240,7 +259,9 @@ impl Handshake {
             let pass = r.take(usize::from(plen))?;
             Ok::<_, UnexpectedEnd>((ver, user, pass))
         })();
-        let Ok((ver, user, pass)) = parsed else { return self.need_more(State::Auth) };
+        let Ok((ver, user, pass)) = parsed else {
+            return self.need_more(State::Auth);
+        };
         let refuse = |kind| Err(fail(kind, vec![1, 1]));
         if ver != 1 || user.is_empty() || pass.is_empty() {
             return refuse(ErrorKind::BadAuth);
@@ -260,7 +281,11 @@ impl Handshake {
     }
 
     #[allow(clippy::type_complexity)]
-    fn request(&mut self, r: &mut Reader<'_>, args: Args) -> Result<Option<(Vec<u8>, Option<Request>)>, HandshakeError> {
+    fn request(
+        &mut self,
+        r: &mut Reader<'_>,
+        args: Args,
+    ) -> Result<Option<(Vec<u8>, Option<Request>)>, HandshakeError> {
         let parsed = (|| {
             let head = r.take(4)?;
             let (ver, cmd, rsv, atyp) = (head[0], head[1], head[2], head[3]);
@@ -290,27 +315,53 @@ impl Handshake {
             Err(UnexpectedEnd) => return self.need_more(State::Request { args }),
         };
         if ver != 5 || rsv != 0 {
-            return Err(fail(ErrorKind::Malformed("bad version or reserved byte"), reply_v5(Reply::GeneralFailure)));
+            return Err(fail(
+                ErrorKind::Malformed("bad version or reserved byte"),
+                reply_v5(Reply::GeneralFailure),
+            ));
         }
         if cmd != 1 {
-            return Err(fail(ErrorKind::CommandNotSupported(cmd), reply_v5(Reply::CommandNotSupported)));
+            return Err(fail(
+                ErrorKind::CommandNotSupported(cmd),
+                reply_v5(Reply::CommandNotSupported),
+            ));
         }
         let Some(host) = host else {
-            return Err(fail(ErrorKind::AddressType(atyp), reply_v5(Reply::AddressTypeNotSupported)));
+            return Err(fail(
+                ErrorKind::AddressType(atyp),
+                reply_v5(Reply::AddressTypeNotSupported),
+            ));
         };
         if matches!(&host, Host::Name(n) if n.is_empty()) {
-            return Err(fail(ErrorKind::Malformed("empty domain name"), reply_v5(Reply::GeneralFailure)));
+            return Err(fail(
+                ErrorKind::Malformed("empty domain name"),
+                reply_v5(Reply::GeneralFailure),
+            ));
         }
-        Ok(Some((Vec::new(), Some(Request { version: Version::V5, target: Target { host, port }, args }))))
+        Ok(Some((
+            Vec::new(),
+            Some(Request {
+                version: Version::V5,
+                target: Target { host, port },
+                args,
+            }),
+        )))
     }
 
     #[allow(clippy::type_complexity)]
-    fn socks4(&mut self, r: &mut Reader<'_>) -> Result<Option<(Vec<u8>, Option<Request>)>, HandshakeError> {
-        let Ok(head) = r.take(7) else { return self.need_more(State::Start) };
-        let (cmd, port, ip) = (head[0], u16::from_be_bytes([head[1], head[2]]), [head[3], head[4], head[5], head[6]]);
-        let reject = |kind| {
-            Err(fail(kind, vec![0, 0x5b, head[1], head[2], 0, 0, 0, 0]))
+    fn socks4(
+        &mut self,
+        r: &mut Reader<'_>,
+    ) -> Result<Option<(Vec<u8>, Option<Request>)>, HandshakeError> {
+        let Ok(head) = r.take(7) else {
+            return self.need_more(State::Start);
         };
+        let (cmd, port, ip) = (
+            head[0],
+            u16::from_be_bytes([head[1], head[2]]),
+            [head[3], head[4], head[5], head[6]],
+        );
+        let reject = |kind| Err(fail(kind, vec![0, 0x5b, head[1], head[2], 0, 0, 0, 0]));
         if cmd != 1 {
             return reject(ErrorKind::CommandNotSupported(cmd));
         }
@@ -342,7 +393,14 @@ impl Handshake {
             Ok(a) => a,
             Err(e) => return reject(ErrorKind::BadArgs(e.to_string())),
         };
-        Ok(Some((Vec::new(), Some(Request { version: Version::V4, target: Target { host, port }, args }))))
+        Ok(Some((
+            Vec::new(),
+            Some(Request {
+                version: Version::V4,
+                target: Target { host, port },
+                args,
+            }),
+        )))
     }
 }
 
@@ -390,7 +448,13 @@ mod tests {
 
     #[test]
     fn s2_greeting_vectors() {
-        assert!(matches!(run(&hex!("03 01 00")).1, Err(HandshakeError { kind: ErrorKind::NotSocks(3), .. })));
+        assert!(matches!(
+            run(&hex!("03 01 00")).1,
+            Err(HandshakeError {
+                kind: ErrorKind::NotSocks(3),
+                ..
+            })
+        ));
         assert_eq!(run(&hex!("05 00")).0, hex!("05 ff"));
         assert_eq!(run(&hex!("05 01 00")).0, hex!("05 00"));
         assert_eq!(run(&hex!("05 01 02")).0, hex!("05 02"));
@@ -416,9 +480,12 @@ mod tests {
         assert_eq!(auth(&v).0, hex!("05 02 01 01"));
         let mut v = vec![1, 5];
         v.extend(b"ABCDE\x05abcde");
-        assert!(matches!(auth(&v), (r, Err(HandshakeError { kind: ErrorKind::BadArgs(_), .. })) if r == hex!("05 02 01 01")));
+        assert!(
+            matches!(auth(&v), (r, Err(HandshakeError { kind: ErrorKind::BadArgs(_), .. })) if r == hex!("05 02 01 01"))
+        );
         let good = hex!("01096b65793d76616c75650100");
-        let (replies, res) = run_chunks(&[&hex!("05 01 02"), &good, &hex!("05 01 00 01 7f000001 235a")]);
+        let (replies, res) =
+            run_chunks(&[&hex!("05 01 02"), &good, &hex!("05 01 00 01 7f000001 235a")]);
         assert_eq!(replies, hex!("05 02 01 00"));
         let req = res.unwrap().unwrap();
         assert_eq!(req.args.get("key"), Some("value"));
@@ -431,25 +498,49 @@ mod tests {
 
     #[test]
     fn s4_request_vectors() {
-        assert_eq!(request(&hex!("03 01 00 01 7f000001 235a")).0, hex!("05 00 05 01 00 01 00000000 0000"));
-        assert_eq!(request(&hex!("05 05 00 01 7f000001 235a")).0, hex!("05 00 05 07 00 01 00000000 0000"));
-        assert_eq!(request(&hex!("05 01 30 01 7f000001 235a")).0, hex!("05 00 05 01 00 01 00000000 0000"));
-        assert_eq!(request(&hex!("05 01 00 05 7f000001 235a")).0, hex!("05 00 05 08 00 01 00000000 0000"));
+        assert_eq!(
+            request(&hex!("03 01 00 01 7f000001 235a")).0,
+            hex!("05 00 05 01 00 01 00000000 0000")
+        );
+        assert_eq!(
+            request(&hex!("05 05 00 01 7f000001 235a")).0,
+            hex!("05 00 05 07 00 01 00000000 0000")
+        );
+        assert_eq!(
+            request(&hex!("05 01 30 01 7f000001 235a")).0,
+            hex!("05 00 05 01 00 01 00000000 0000")
+        );
+        assert_eq!(
+            request(&hex!("05 01 00 05 7f000001 235a")).0,
+            hex!("05 00 05 08 00 01 00000000 0000")
+        );
         let t = |b: &[u8]| request(b).1.unwrap().unwrap().target.to_string();
         assert_eq!(t(&hex!("05 01 00 01 7f000001 235a")), "127.0.0.1:9050");
-        assert_eq!(t(&hex!("05 01 00 04 0102030405060708090a0b0c0d0e0f10 235a")), "[102:304:506:708:90a:b0c:d0e:f10]:9050");
+        assert_eq!(
+            t(&hex!("05 01 00 04 0102030405060708090a0b0c0d0e0f10 235a")),
+            "[102:304:506:708:90a:b0c:d0e:f10]:9050"
+        );
         let mut d = hex!("05 01 00 03 0b").to_vec();
         d.extend(b"example.com\x23\x5a");
         assert_eq!(t(&d), "example.com:9050");
         assert!(request(&hex!("05 01 00 03 00 235a")).1.is_err());
-        assert_eq!(reply_v5(Reply::Succeeded), hex!("05 00 00 01 00000000 0000"));
+        assert_eq!(
+            reply_v5(Reply::Succeeded),
+            hex!("05 00 00 01 00000000 0000")
+        );
     }
 
     #[test]
     fn s5_pipelined_bytes_fail_and_eof_mid_handshake_is_incomplete() {
         let mut both = hex!("05 01 00").to_vec();
         both.extend(hex!("05 01 00 01 7f000001 235a"));
-        assert!(matches!(run(&both).1, Err(HandshakeError { kind: ErrorKind::Pipelined, .. })));
+        assert!(matches!(
+            run(&both).1,
+            Err(HandshakeError {
+                kind: ErrorKind::Pipelined,
+                ..
+            })
+        ));
         assert!(matches!(run(&hex!("05 01 00")).1, Ok(None)));
     }
 
@@ -461,7 +552,11 @@ mod tests {
         auth.extend(&args.as_bytes()[..255]);
         auth.push(40);
         auth.extend(&args.as_bytes()[255..]);
-        let (replies, res) = run_chunks(&[&hex!("05 02 00 02"), &auth, &hex!("05 01 00 01 7f000002 115c")]);
+        let (replies, res) = run_chunks(&[
+            &hex!("05 02 00 02"),
+            &auth,
+            &hex!("05 01 00 01 7f000002 115c"),
+        ]);
         assert_eq!(replies, hex!("05 02 01 00"));
         let req = res.unwrap().unwrap();
         assert_eq!(req.args.get("k1"), Some("v;1"));
@@ -474,7 +569,10 @@ mod tests {
         v4.extend(args.as_bytes());
         v4.push(0);
         let req = run(&v4).1.unwrap().unwrap();
-        assert_eq!((req.version, req.args.get("k1")), (Version::V4, Some("v;1")));
+        assert_eq!(
+            (req.version, req.args.get("k1")),
+            (Version::V4, Some("v;1"))
+        );
     }
 
     #[test]
@@ -488,28 +586,59 @@ mod tests {
         for b in bad {
             assert!(matches!(run(b).1, Ok(None)), "incomplete: {b:?}");
         }
-        assert!(run(b"\x04\x01\x12\x34\x00\x00\x00\x01userid\x00hostname\x00").1.is_err());
+        assert!(
+            run(b"\x04\x01\x12\x34\x00\x00\x00\x01userid\x00hostname\x00")
+                .1
+                .is_err()
+        );
         assert!(run(&hex!("03 01 1234 01020304 00")).1.is_err());
         let (reply, res) = run(&hex!("04 02 1234 01020304 00"));
         assert!(res.is_err());
         assert_eq!(reply, hex!("00 5b 12 34 00 00 00 00"));
         let ok = |b: &[u8]| run(b).1.unwrap().unwrap();
         let r = ok(b"\x04\x01\x12\x34\x01\x02\x03\x04key=value\x00");
-        assert_eq!((r.target.to_string(), r.args.get("key")), ("1.2.3.4:4660".into(), Some("value")));
+        assert_eq!(
+            (r.target.to_string(), r.args.get("key")),
+            ("1.2.3.4:4660".into(), Some("value"))
+        );
         assert!(ok(&hex!("04 01 1234 01020304 00")).args.is_empty());
-        assert_eq!(ok(b"\x04\x01\x12\x34\x00\x00\x00\x01key=value\x00hostname\x00").target.to_string(), "hostname:4660");
-        assert_eq!(ok(b"\x04\x01\x12\x34\x00\x00\x00\x01\x00hostname\x00").target.to_string(), "hostname:4660");
-        assert_eq!(ok(b"\x04\x01\x12\x34\x00\x00\x00\x01key=value\x00\x00").target.to_string(), ":4660");
+        assert_eq!(
+            ok(b"\x04\x01\x12\x34\x00\x00\x00\x01key=value\x00hostname\x00")
+                .target
+                .to_string(),
+            "hostname:4660"
+        );
+        assert_eq!(
+            ok(b"\x04\x01\x12\x34\x00\x00\x00\x01\x00hostname\x00")
+                .target
+                .to_string(),
+            "hostname:4660"
+        );
+        assert_eq!(
+            ok(b"\x04\x01\x12\x34\x00\x00\x00\x01key=value\x00\x00")
+                .target
+                .to_string(),
+            ":4660"
+        );
         let granted = reply_v4(true, &Target::parse("1.2.3.4:4660").unwrap());
         assert_eq!(granted, hex!("00 5a 12 34 01 02 03 04"));
-        assert_eq!(reply_v4(false, &Target::parse("[::1]:4660").unwrap()), hex!("00 5b 12 34 00 00 00 00"));
+        assert_eq!(
+            reply_v4(false, &Target::parse("[::1]:4660").unwrap()),
+            hex!("00 5b 12 34 00 00 00 00")
+        );
     }
 
     #[test]
     fn socks4_userid_is_bounded() {
         let mut v = hex!("04 01 1234 01020304").to_vec();
         v.extend(vec![b'a'; MAX_SOCKS4_FIELD + 1]);
-        assert!(matches!(run(&v).1, Err(HandshakeError { kind: ErrorKind::TooLong, .. })));
+        assert!(matches!(
+            run(&v).1,
+            Err(HandshakeError {
+                kind: ErrorKind::TooLong,
+                ..
+            })
+        ));
     }
 
     proptest! {

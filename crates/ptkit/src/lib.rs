@@ -1,0 +1,7 @@
+//! # ptkit
+//!
+//! The `ptkit` binary's library half: the transports it ships and the pieces of its command
+//! line that tests reuse. See the workspace README for operating it.
+
+pub mod demo;
+pub mod transports;
