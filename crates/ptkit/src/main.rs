@@ -21,7 +21,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 const AFTER_HELP: &str = "\
-Managed mode: when TOR_PT_MANAGED_TRANSPORT_VER is set (tor sets it), ptkit speaks Tor's
+Managed mode: when any TOR_PT_* variable is set (tor sets them), ptkit speaks Tor's
 pluggable-transport protocol on stdout and ignores any subcommand. In a torrc:
     ClientTransportPlugin plain exec /usr/local/bin/ptkit
     ServerTransportPlugin plain exec /usr/local/bin/ptkit --log /var/log/tor/ptkit.log
@@ -116,7 +116,9 @@ where
 fn main() {
     let cli = Cli::parse();
     ptkit_core::redact::set_unsafe_logging(cli.unsafe_logging);
-    let managed = std::env::var_os("TOR_PT_MANAGED_TRANSPORT_VER").is_some();
+    // Any TOR_PT_ variable means a PT host launched us: answer in the protocol, even when
+    // the version variable itself is missing (ENV-ERROR, as goptlib does).
+    let managed = std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("TOR_PT_"));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
