@@ -148,19 +148,17 @@ where
         }
     };
     poll_fn(|cx| {
-        if !up.done {
-            if let Poll::Ready(Err(e)) =
+        if !up.done
+            && let Poll::Ready(Err(e)) =
                 up.poll_copy(cx, Pin::new(&mut *app), Pin::new(&mut *net), &count_up)
-            {
-                return Poll::Ready(Err(e));
-            }
+        {
+            return Poll::Ready(Err(e));
         }
-        if !down.done {
-            if let Poll::Ready(Err(e)) =
+        if !down.done
+            && let Poll::Ready(Err(e)) =
                 down.poll_copy(cx, Pin::new(&mut *net), Pin::new(&mut *app), &count_down)
-            {
-                return Poll::Ready(Err(e));
-            }
+        {
+            return Poll::Ready(Err(e));
         }
         if up.done && down.done {
             Poll::Ready(Ok(()))

@@ -386,11 +386,9 @@ mod tests {
         assert!(make_state_dir(&file.join("below")).is_err());
     }
 
-    fn server(
-        bind: &str,
-        transports: &str,
-        opts: &str,
-    ) -> Result<Vec<(String, SocketAddr, Vec<(String, String)>)>, EnvError> {
+    type Parsed = Vec<(String, SocketAddr, Vec<(String, String)>)>;
+
+    fn server(bind: &str, transports: &str, opts: &str) -> Result<Parsed, EnvError> {
         let mut e = vec![
             ("TOR_PT_MANAGED_TRANSPORT_VER", "1"),
             ("TOR_PT_STATE_LOCATION", "/tmp/x"),

@@ -26,7 +26,7 @@ use std::time::Duration;
 use ptkit_core::args::escape_into;
 use ptkit_core::redact::sensitive;
 use ptkit_core::{Args, BoxFuture, Conn, Connector, Target, TransportError};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinHandle;
@@ -1096,49 +1096,21 @@ async fn socks_handshake(
     args: &str,
     dest: &Target,
 ) -> Result<(), TransportError> {
-    let err = |e| socks_error(pt, e);
-    if socks4 {
+    let result = if socks4 {
         // Tor sends the whole argument string as the SOCKS4 userid (spec §3.3).
-        s.write_all(&client::connect_v4(dest, args.as_bytes()).map_err(err)?)
-            .await?;
-        let mut reply = [0u8; 8];
-        s.read_exact(&mut reply).await?;
-        return client::parse_reply_v4(reply).map_err(err);
-    }
-    let with_auth = !args.is_empty();
-    s.write_all(&client::greeting_v5(with_auth)).await?;
-    let mut m = [0u8; 2];
-    s.read_exact(&mut m).await?;
-    match (client::parse_method(m).map_err(err)?, with_auth) {
-        (2, true) => {
-            let (user, pass) = client::split_args(args.as_bytes()).map_err(err)?;
-            s.write_all(&client::userpass(&user, &pass).map_err(err)?)
-                .await?;
-            let mut a = [0u8; 2];
-            s.read_exact(&mut a).await?;
-            client::parse_auth(a).map_err(err)?;
-        }
-        (0, false) => {}
+        client::dial_v4(s, args.as_bytes(), dest).await
+    } else {
+        client::dial_v5_with_args(s, args.as_bytes(), dest).await
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(client::DialError::Io(e)) => Err(TransportError::Io(e)),
+        Err(client::DialError::Socks(e)) => Err(socks_error(pt, e)),
         // Tor would go on without the arguments; they are the transport's keys, so fail closed.
-        (0, true) => {
-            return Err(TransportError::Protocol(format!(
-                "PT {pt} chose no authentication; arguments cannot be sent"
-            )));
-        }
-        _ => {
-            return Err(TransportError::Protocol(format!(
-                "PT {pt} chose a SOCKS method we did not offer"
-            )));
-        }
+        Err(client::DialError::CredentialsNotAsked) => Err(TransportError::Protocol(format!(
+            "PT {pt} chose no authentication; arguments cannot be sent"
+        ))),
     }
-    s.write_all(&client::connect_v5(dest).map_err(err)?).await?;
-    let mut head = [0u8; 5];
-    s.read_exact(&mut head).await?;
-    client::parse_reply_v5(head).map_err(err)?;
-    let len = client::reply_v5_len(head).map_err(err)?;
-    let mut rest = vec![0u8; len.saturating_sub(head.len())];
-    s.read_exact(&mut rest).await?;
-    Ok(())
 }
 
 impl Connector for PtConnector {
@@ -1198,6 +1170,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use hex_literal::hex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     fn env_map(env: &[(String, OsString)]) -> Vec<(&str, &str)> {

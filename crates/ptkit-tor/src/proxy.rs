@@ -232,35 +232,13 @@ impl ProxyDialer {
         let p = &self.proxy;
         match p.scheme {
             Scheme::Socks5 => {
-                let creds = p.user.as_ref().zip(p.pass.as_ref());
-                s.write_all(&client::greeting_v5(creds.is_some())).await?;
-                let mut m = [0u8; 2];
-                s.read_exact(&mut m).await?;
-                if client::parse_method(m).map_err(proto_err)? == 2 {
-                    let (u, pw) = creds
-                        .ok_or_else(|| proto_err("proxy demands credentials we do not have"))?;
-                    s.write_all(&client::userpass(u, pw).map_err(proto_err)?)
-                        .await?;
-                    let mut a = [0u8; 2];
-                    s.read_exact(&mut a).await?;
-                    client::parse_auth(a).map_err(proto_err)?;
-                }
-                s.write_all(&client::connect_v5(target).map_err(proto_err)?)
-                    .await?;
-                let mut head = [0u8; 5];
-                s.read_exact(&mut head).await?;
-                client::parse_reply_v5(head).map_err(proto_err)?;
-                let len = client::reply_v5_len(head).map_err(proto_err)?;
-                let mut rest = vec![0u8; len - 5];
-                s.read_exact(&mut rest).await?;
+                let creds = p.user.as_deref().zip(p.pass.as_deref());
+                client::dial_v5(s, creds, target).await.map_err(proto_err)?;
             }
             Scheme::Socks4a => {
-                let user = p.user.clone().unwrap_or_default();
-                s.write_all(&client::connect_v4(target, &user).map_err(proto_err)?)
-                    .await?;
-                let mut r = [0u8; 8];
-                s.read_exact(&mut r).await?;
-                client::parse_reply_v4(r).map_err(proto_err)?;
+                client::dial_v4(s, p.user.as_deref().unwrap_or_default(), target)
+                    .await
+                    .map_err(proto_err)?;
             }
             Scheme::Http => {
                 let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");

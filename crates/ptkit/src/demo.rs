@@ -47,24 +47,7 @@ pub async fn socks5_connect(
         .await
         .context("connect to SOCKS port")?;
     s.set_nodelay(true)?;
-    let encoded = args.encode_client();
-    s.write_all(&client::greeting_v5(!encoded.is_empty()))
-        .await?;
-    let mut m = [0u8; 2];
-    s.read_exact(&mut m).await?;
-    if client::parse_method(m)? == 2 {
-        let (u, p) = client::split_args(encoded.as_bytes())?;
-        s.write_all(&client::userpass(&u, &p)?).await?;
-        let mut a = [0u8; 2];
-        s.read_exact(&mut a).await?;
-        client::parse_auth(a)?;
-    }
-    s.write_all(&client::connect_v5(target)?).await?;
-    let mut head = [0u8; 5];
-    s.read_exact(&mut head).await?;
-    client::parse_reply_v5(head)?;
-    let mut rest = vec![0u8; client::reply_v5_len(head)? - 5];
-    s.read_exact(&mut rest).await?;
+    client::dial_v5_with_args(&mut s, args.encode_client().as_bytes(), target).await?;
     Ok(s)
 }
 

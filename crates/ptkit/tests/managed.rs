@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ptkit_core::{Args, Target};
-use ptkit_tor::extorport::{COOKIE_HEADER, client_hash, server_hash, Cookie};
+use ptkit_tor::extorport::{COOKIE_HEADER, Cookie, client_hash, server_hash};
 use ptkit_tor::lines::{HostLine, parse_host_line};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,7 +28,11 @@ struct Pt {
 impl Pt {
     fn spawn(env: &[(&str, &str)]) -> Pt {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ptkit"));
-        cmd.env_clear().stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+        cmd.env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -43,7 +47,12 @@ impl Pt {
                 l2.lock().unwrap().push(line);
             }
         });
-        Pt { child, stdin, lines, reader: Some(reader) }
+        Pt {
+            child,
+            stdin,
+            lines,
+            reader: Some(reader),
+        }
     }
 
     async fn wait_line(&self, pred: impl Fn(&str) -> bool) -> String {
@@ -61,7 +70,12 @@ impl Pt {
 
     /// Waits for exit and for stdout to reach EOF, so `all_lines` is complete.
     async fn exit_code(&mut self) -> i32 {
-        let code = timeout(T, self.child.wait()).await.expect("ptkit did not exit").unwrap().code().unwrap_or(-1);
+        let code = timeout(T, self.child.wait())
+            .await
+            .expect("ptkit did not exit")
+            .unwrap()
+            .code()
+            .unwrap_or(-1);
         if let Some(r) = self.reader.take() {
             timeout(T, r).await.expect("stdout not closed").unwrap();
         }
@@ -74,16 +88,27 @@ impl Pt {
 
     fn signal(&self, sig: i32) {
         let pid = self.child.id().unwrap() as i32;
-        std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+        std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
     }
 }
 
 /// Every stdout line must be a pure-ASCII protocol line (items O-2, O-6, O-10).
 fn assert_protocol_only(lines: &[String]) {
     for l in lines {
-        assert!(l.bytes().all(|b| (0x20..0x7f).contains(&b)), "non-ASCII stdout line {l:?}");
-        let parsed = parse_host_line(l).unwrap_or_else(|e| panic!("unparseable stdout line {l:?}: {e}"));
-        assert!(!matches!(parsed, HostLine::Unknown(_)), "unknown stdout line {l:?}");
+        assert!(
+            l.bytes().all(|b| (0x20..0x7f).contains(&b)),
+            "non-ASCII stdout line {l:?}"
+        );
+        let parsed =
+            parse_host_line(l).unwrap_or_else(|e| panic!("unparseable stdout line {l:?}: {e}"));
+        assert!(
+            !matches!(parsed, HostLine::Unknown(_)),
+            "unknown stdout line {l:?}"
+        );
     }
 }
 
@@ -126,7 +151,10 @@ async fn roundtrip(mut s: TcpStream, n: usize) {
 fn client_env(state: &Path) -> Vec<(&'static str, String)> {
     vec![
         ("TOR_PT_MANAGED_TRANSPORT_VER", "1".into()),
-        ("TOR_PT_STATE_LOCATION", state.join("pt_state/").display().to_string()),
+        (
+            "TOR_PT_STATE_LOCATION",
+            state.join("pt_state/").display().to_string(),
+        ),
         ("TOR_PT_EXIT_ON_STDIN_CLOSE", "1".into()),
         ("TOR_PT_CLIENT_TRANSPORTS", "obfs9,plain".into()),
     ]
@@ -141,10 +169,28 @@ async fn e1_e2_e3_env_errors_are_reported_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s").display().to_string();
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
-        (vec![("TOR_PT_CLIENT_TRANSPORTS", "plain")], "ENV-ERROR no TOR_PT_MANAGED_TRANSPORT_VER environment variable"),
-        (vec![("TOR_PT_MANAGED_TRANSPORT_VER", ""), ("TOR_PT_CLIENT_TRANSPORTS", "plain")], "ENV-ERROR no TOR_PT_MANAGED_TRANSPORT_VER environment variable"),
-        (vec![("TOR_PT_MANAGED_TRANSPORT_VER", "2")], "VERSION-ERROR no-version"),
-        (vec![("TOR_PT_MANAGED_TRANSPORT_VER", "1"), ("TOR_PT_CLIENT_TRANSPORTS", "plain")], "ENV-ERROR no TOR_PT_STATE_LOCATION environment variable"),
+        (
+            vec![("TOR_PT_CLIENT_TRANSPORTS", "plain")],
+            "ENV-ERROR no TOR_PT_MANAGED_TRANSPORT_VER environment variable",
+        ),
+        (
+            vec![
+                ("TOR_PT_MANAGED_TRANSPORT_VER", ""),
+                ("TOR_PT_CLIENT_TRANSPORTS", "plain"),
+            ],
+            "ENV-ERROR no TOR_PT_MANAGED_TRANSPORT_VER environment variable",
+        ),
+        (
+            vec![("TOR_PT_MANAGED_TRANSPORT_VER", "2")],
+            "VERSION-ERROR no-version",
+        ),
+        (
+            vec![
+                ("TOR_PT_MANAGED_TRANSPORT_VER", "1"),
+                ("TOR_PT_CLIENT_TRANSPORTS", "plain"),
+            ],
+            "ENV-ERROR no TOR_PT_STATE_LOCATION environment variable",
+        ),
         (
             vec![
                 ("TOR_PT_MANAGED_TRANSPORT_VER", "1"),
@@ -162,7 +208,10 @@ async fn e1_e2_e3_env_errors_are_reported_and_exit_1() {
         assert_eq!(pt.exit_code().await, 1, "{want}");
         let lines = pt.all_lines();
         assert_eq!(lines.first().map(String::as_str), Some(want));
-        assert!(!lines.iter().any(|l| l == "VERSION 1"), "no VERSION after an error: {lines:?}");
+        assert!(
+            !lines.iter().any(|l| l == "VERSION 1"),
+            "no VERSION after an error: {lines:?}"
+        );
         assert_protocol_only(&lines);
     }
 }
@@ -176,13 +225,19 @@ async fn e6_o1_client_announces_known_methods_and_creates_state_dir_0700() {
     let lines = pt.all_lines();
     // E-5: the unknown obfs9 is skipped without CMETHOD-ERROR.
     assert_eq!(lines[0], "VERSION 1");
-    assert!(lines.iter().all(|l| !l.starts_with("CMETHOD-ERROR")), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| !l.starts_with("CMETHOD-ERROR")),
+        "{lines:?}"
+    );
     let cmethods: Vec<_> = lines.iter().filter(|l| l.starts_with("CMETHOD ")).collect();
     assert_eq!(cmethods.len(), 1);
     assert!(method_addr(cmethods[0]).ip().is_loopback());
     assert_protocol_only(&lines);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.path().join("pt_state")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.path().join("pt_state"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o700);
     // L-1: closing stdin with TOR_PT_EXIT_ON_STDIN_CLOSE=1 exits cleanly.
     drop(pt.stdin.take());
@@ -201,7 +256,9 @@ async fn socks_steps(addr: SocketAddr, steps: &[(&[u8], usize)]) -> Vec<u8> {
         got.extend(r);
     }
     let mut rest = Vec::new();
-    let _ = timeout(Duration::from_secs(7), s.read_to_end(&mut rest)).await.expect("server kept a bad connection open");
+    let _ = timeout(Duration::from_secs(7), s.read_to_end(&mut rest))
+        .await
+        .expect("server kept a bad connection open");
     got.extend(rest);
     got
 }
@@ -210,7 +267,9 @@ async fn socks_exchange(addr: SocketAddr, send: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(send).await.unwrap();
     let mut got = Vec::new();
-    let _ = timeout(Duration::from_secs(7), s.read_to_end(&mut got)).await.expect("server kept a bad connection open");
+    let _ = timeout(Duration::from_secs(7), s.read_to_end(&mut got))
+        .await
+        .expect("server kept a bad connection open");
     got
 }
 
@@ -229,16 +288,24 @@ async fn s_bad_socks_input_gets_the_right_reply_and_good_connections_still_work(
     let mut auth = vec![1, 6];
     auth.extend(b"k=abc\\");
     auth.extend([1, 0]);
-    assert_eq!(socks_steps(socks, &[(&[5, 1, 2], 2), (&auth, 0)]).await, [5, 2, 1, 1]);
+    assert_eq!(
+        socks_steps(socks, &[(&[5, 1, 2], 2), (&auth, 0)]).await,
+        [5, 2, 1, 1]
+    );
     // S-5: pipelining the request behind the greeting is refused.
-    assert_eq!(socks_exchange(socks, &[5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80]).await, b"");
+    assert_eq!(
+        socks_exchange(socks, &[5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80]).await,
+        b""
+    );
     // BIND is not supported (S-4).
     assert_eq!(socks_exchange(socks, &[5, 1, 0]).await, [5, 0]);
     let mut s = TcpStream::connect(socks).await.unwrap();
     s.write_all(&[5, 1, 0]).await.unwrap();
     let mut b = [0u8; 2];
     s.read_exact(&mut b).await.unwrap();
-    s.write_all(&[5, 2, 0, 1, 127, 0, 0, 1, 0, 80]).await.unwrap();
+    s.write_all(&[5, 2, 0, 1, 127, 0, 0, 1, 0, 80])
+        .await
+        .unwrap();
     let mut reply = Vec::new();
     s.read_to_end(&mut reply).await.unwrap();
     assert_eq!(reply, [5, 7, 0, 1, 0, 0, 0, 0, 0, 0]);
@@ -248,7 +315,11 @@ async fn s_bad_socks_input_gets_the_right_reply_and_good_connections_still_work(
     let r = socks_exchange(socks, &big).await;
     assert!(r.is_empty() || r[1] == 0x5b, "{r:?}");
     // Connection refused maps to REP 05 (S-7, §3.4).
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut req = vec![5, 1, 0];
     req.extend([5, 1, 0, 1, 127, 0, 0, 1]);
     req.extend(closed.port().to_be_bytes());
@@ -267,7 +338,9 @@ async fn s_bad_socks_input_gets_the_right_reply_and_good_connections_still_work(
     assert!(cut.is_ok(), "slow handshake was not cut");
     // And the process still serves a good connection, with args, byte-exact.
     let args = Args::new().with("k1", "v;1").with("k2", "x=y");
-    let s = ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &args).await.unwrap();
+    let s = ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &args)
+        .await
+        .unwrap();
     roundtrip(s, 1 << 20).await;
     assert_protocol_only(&pt.all_lines());
 }
@@ -285,14 +358,30 @@ async fn l7_l9_tor_pt_proxy_socks5_socks4a_http_and_bad_schemes() {
         let lines = pt.all_lines();
         let v = lines.iter().position(|l| l == "VERSION 1").unwrap();
         let p = lines.iter().position(|l| l == "PROXY DONE").unwrap();
-        let c = lines.iter().position(|l| l.starts_with("CMETHOD ")).unwrap();
-        assert!(v < p && p < c, "PROXY DONE between VERSION and CMETHOD: {lines:?}");
-        let s = ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &Args::new()).await.unwrap();
+        let c = lines
+            .iter()
+            .position(|l| l.starts_with("CMETHOD "))
+            .unwrap();
+        assert!(
+            v < p && p < c,
+            "PROXY DONE between VERSION and CMETHOD: {lines:?}"
+        );
+        let s = ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &Args::new())
+            .await
+            .unwrap();
         roundtrip(s, 100_000).await;
         // L-8: the connection really went through the proxy.
-        assert_eq!(seen.lock().unwrap().as_slice(), [echo.to_string()], "{scheme}");
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            [echo.to_string()],
+            "{scheme}"
+        );
     }
-    for bad in ["ftp://127.0.0.1:21", "socks5://127.0.0.1", "socks5://user@127.0.0.1:1080"] {
+    for bad in [
+        "ftp://127.0.0.1:21",
+        "socks5://127.0.0.1",
+        "socks5://user@127.0.0.1:1080",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let mut env = client_env(dir.path());
         env.push(("TOR_PT_PROXY", bad.to_owned()));
@@ -300,8 +389,14 @@ async fn l7_l9_tor_pt_proxy_socks5_socks4a_http_and_bad_schemes() {
         assert_eq!(pt.exit_code().await, 1, "{bad}");
         let lines = pt.all_lines();
         assert_eq!(lines[0], "VERSION 1");
-        assert!(lines.iter().any(|l| l.starts_with("PROXY-ERROR ")), "{bad}: {lines:?}");
-        assert!(!lines.iter().any(|l| l.starts_with("CMETHOD")), "{bad}: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("PROXY-ERROR ")),
+            "{bad}: {lines:?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.starts_with("CMETHOD")),
+            "{bad}: {lines:?}"
+        );
     }
 }
 
@@ -326,8 +421,14 @@ async fn test_proxy(scheme: &'static str) -> (SocketAddr, Arc<Mutex<Vec<String>>
                     assert!(text.starts_with("CONNECT "), "{text}");
                     text.split(' ').nth(1).unwrap().to_owned()
                 } else {
-                    let req = ptkit_tor::socks_front::read_request(&mut s, &Default::default()).await.unwrap();
-                    let want = if scheme == "socks5" { ptkit_tor::socks::server::Version::V5 } else { ptkit_tor::socks::server::Version::V4 };
+                    let req = ptkit_tor::socks_front::read_request(&mut s, &Default::default())
+                        .await
+                        .unwrap();
+                    let want = if scheme == "socks5" {
+                        ptkit_tor::socks::server::Version::V5
+                    } else {
+                        ptkit_tor::socks::server::Version::V4
+                    };
                     assert_eq!(req.version, want);
                     req.target.to_string()
                 };
@@ -347,7 +448,10 @@ async fn test_proxy(scheme: &'static str) -> (SocketAddr, Arc<Mutex<Vec<String>>
 }
 
 /// A minimal tor ExtORPort (server side of ext-orport-spec) that records the metadata.
-async fn fake_extorport(cookie: [u8; 32], target: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<(u16, Vec<u8>)>>>) {
+async fn fake_extorport(
+    cookie: [u8; 32],
+    target: SocketAddr,
+) -> (SocketAddr, Arc<Mutex<Vec<(u16, Vec<u8>)>>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -417,14 +521,21 @@ async fn x2_x3_server_reports_useraddr_and_transport_and_rereads_the_cookie() {
         ("TOR_PT_MANAGED_TRANSPORT_VER", "1"),
         ("TOR_PT_STATE_LOCATION", state.as_str()),
         ("TOR_PT_SERVER_TRANSPORTS", "plain,obfs9"),
-        ("TOR_PT_SERVER_BINDADDR", "plain-127.0.0.1:0,obfs9-127.0.0.1:0"),
+        (
+            "TOR_PT_SERVER_BINDADDR",
+            "plain-127.0.0.1:0,obfs9-127.0.0.1:0",
+        ),
         ("TOR_PT_ORPORT", "127.0.0.1:9"),
         ("TOR_PT_EXTENDED_SERVER_PORT", ext_s.as_str()),
         ("TOR_PT_AUTH_COOKIE_FILE", cookie_s.as_str()),
     ];
     let pt = Pt::spawn(&env);
     let line = pt.wait_line(|l| l.starts_with("SMETHOD plain")).await;
-    assert_eq!(line.split(' ').count(), 3, "plain advertises no ARGS: {line}");
+    assert_eq!(
+        line.split(' ').count(),
+        3,
+        "plain advertises no ARGS: {line}"
+    );
     pt.wait_line(|l| l == "SMETHODS DONE").await;
     let server = method_addr(&line);
     // Wrong cookie: the PT detects tor's hash mismatch and closes the client.
@@ -433,14 +544,21 @@ async fn x2_x3_server_reports_useraddr_and_transport_and_rereads_the_cookie() {
     let mut got = Vec::new();
     timeout(T, bad.read_to_end(&mut got)).await.unwrap().ok();
     assert!(got.is_empty());
-    assert!(log.lock().unwrap().is_empty(), "no metadata may follow a failed auth");
+    assert!(
+        log.lock().unwrap().is_empty(),
+        "no metadata may follow a failed auth"
+    );
     // the cookie is re-read per connection, so fixing the file fixes the next one.
     write_cookie(&cookie, secret);
     let good = TcpStream::connect(server).await.unwrap();
     let client_port = good.local_addr().unwrap().port();
     roundtrip(good, 300_000).await;
     let log = log.lock().unwrap().clone();
-    assert_eq!(log[0], (1, format!("127.0.0.1:{client_port}").into_bytes()), "USERADDR");
+    assert_eq!(
+        log[0],
+        (1, format!("127.0.0.1:{client_port}").into_bytes()),
+        "USERADDR"
+    );
     assert_eq!(log[1], (2, b"plain".to_vec()), "TRANSPORT");
     assert_eq!(log[2], (0, vec![]), "DONE");
     assert_protocol_only(&pt.all_lines());
@@ -454,29 +572,48 @@ async fn l2_l3_sigint_drains_and_sigterm_exits() {
     env.retain(|(k, _)| *k != "TOR_PT_EXIT_ON_STDIN_CLOSE");
     let mut pt = Pt::spawn(&refs(&env));
     let socks = method_addr(&pt.wait_line(|l| l.starts_with("CMETHOD plain")).await);
-    let mut open = ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &Args::new()).await.unwrap();
+    let mut open =
+        ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &Args::new())
+            .await
+            .unwrap();
     pt.signal(libc::SIGINT);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // L-3: no new connections, but the open one still works.
-    assert!(TcpStream::connect(socks).await.is_err() || ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &Args::new()).await.is_err());
+    assert!(
+        TcpStream::connect(socks).await.is_err()
+            || ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &Args::new())
+                .await
+                .is_err()
+    );
     open.write_all(b"still here").await.unwrap();
     let mut b = [0u8; 10];
     open.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"still here");
-    assert!(pt.child.try_wait().unwrap().is_none(), "exited before draining");
+    assert!(
+        pt.child.try_wait().unwrap().is_none(),
+        "exited before draining"
+    );
     // Closing the last connection lets the drain finish and the process exit 0.
     drop(open);
     assert_eq!(pt.exit_code().await, 0);
 
     let mut pt = Pt::spawn(&refs(&env));
     let socks = method_addr(&pt.wait_line(|l| l.starts_with("CMETHOD plain")).await);
-    let _open = ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &Args::new()).await.unwrap();
+    let _open = ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &Args::new())
+        .await
+        .unwrap();
     pt.signal(libc::SIGTERM);
-    assert_eq!(pt.exit_code().await, 0, "SIGTERM exits at once even with a connection open");
+    assert_eq!(
+        pt.exit_code().await,
+        0,
+        "SIGTERM exits at once even with a connection open"
+    );
 
     let mut pt = Pt::spawn(&refs(&env));
     let socks = method_addr(&pt.wait_line(|l| l.starts_with("CMETHOD plain")).await);
-    let _open = ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &Args::new()).await.unwrap();
+    let _open = ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &Args::new())
+        .await
+        .unwrap();
     pt.signal(libc::SIGINT);
     tokio::time::sleep(Duration::from_millis(200)).await;
     pt.signal(libc::SIGINT);
@@ -490,12 +627,19 @@ async fn sigusr1_reports_stats_as_status_lines() {
     let env = client_env(dir.path());
     let pt = Pt::spawn(&refs(&env));
     let socks = method_addr(&pt.wait_line(|l| l.starts_with("CMETHOD plain")).await);
-    let s = ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &Args::new()).await.unwrap();
+    let s = ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &Args::new())
+        .await
+        .unwrap();
     roundtrip(s, 12345).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     pt.signal(libc::SIGUSR1);
-    let line = pt.wait_line(|l| l.starts_with("STATUS TRANSPORT=plain TYPE=\"stats\"")).await;
-    assert!(line.contains("BYTES_UP=\"12345\"") && line.contains("BYTES_DOWN=\"12345\""), "{line}");
+    let line = pt
+        .wait_line(|l| l.starts_with("STATUS TRANSPORT=plain TYPE=\"stats\""))
+        .await;
+    assert!(
+        line.contains("BYTES_UP=\"12345\"") && line.contains("BYTES_DOWN=\"12345\""),
+        "{line}"
+    );
     assert!(line.contains("CONNECTIONS_TOTAL=\"1\""), "{line}");
     assert_protocol_only(&pt.all_lines());
 }

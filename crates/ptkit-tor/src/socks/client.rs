@@ -181,6 +181,81 @@ pub fn parse_reply_v4(reply: [u8; 8]) -> Result<(), ClientError> {
     }
 }
 
+/// Why an async SOCKS dial failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The SOCKS server refused or misbehaved.
+    #[error(transparent)]
+    Socks(#[from] ClientError),
+    /// We have credentials but the server chose "no authentication": the credentials would be
+    /// lost (for a PT, its keys), so fail closed.
+    #[error("SOCKS server chose no authentication; credentials cannot be sent")]
+    CredentialsNotAsked,
+}
+
+/// Runs a SOCKS5 CONNECT on `s`, with RFC 1929 credentials when given. Reads exactly the
+/// server's messages, so the stream is positioned at the first payload byte afterwards.
+pub async fn dial_v5<S>(
+    s: &mut S,
+    credentials: Option<(&[u8], &[u8])>,
+    target: &Target,
+) -> Result<(), DialError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(&greeting_v5(credentials.is_some())).await?;
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).await?;
+    match (parse_method(m)?, credentials) {
+        (2, Some((user, pass))) => {
+            s.write_all(&userpass(user, pass)?).await?;
+            let mut a = [0u8; 2];
+            s.read_exact(&mut a).await?;
+            parse_auth(a)?;
+        }
+        (0, None) => {}
+        (0, Some(_)) => return Err(DialError::CredentialsNotAsked),
+        _ => return Err(ClientError::Malformed.into()),
+    }
+    s.write_all(&connect_v5(target)?).await?;
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).await?;
+    parse_reply_v5(head)?;
+    let mut rest = vec![0u8; reply_v5_len(head)? - head.len()];
+    s.read_exact(&mut rest).await?;
+    Ok(())
+}
+
+/// Runs a SOCKS5 CONNECT carrying escaped PT arguments as tor does (split over username and
+/// password, spec §3.2); no authentication when `args` is empty.
+pub async fn dial_v5_with_args<S>(s: &mut S, args: &[u8], target: &Target) -> Result<(), DialError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if args.is_empty() {
+        return dial_v5(s, None, target).await;
+    }
+    let (user, pass) = split_args(args)?;
+    dial_v5(s, Some((&user, &pass)), target).await
+}
+
+/// Runs a SOCKS4 (IPv4 target) or SOCKS4a (host name) CONNECT with `userid`.
+pub async fn dial_v4<S>(s: &mut S, userid: &[u8], target: &Target) -> Result<(), DialError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(&connect_v4(target, userid)?).await?;
+    let mut reply = [0u8; 8];
+    s.read_exact(&mut reply).await?;
+    Ok(parse_reply_v4(reply)?)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -214,7 +289,7 @@ mod tests {
 
     #[test]
     fn arti_split_vectors() {
-        let s = |n: usize| "examplestrg".repeat(50)[..n].as_bytes().to_vec();
+        let s = |n: usize| "examplestrg".repeat(50).as_bytes()[..n].to_vec();
         assert!(split_args(&[]).is_err());
         assert_eq!(split_args(&s(50)).unwrap(), (s(50), vec![0]));
         assert_eq!(split_args(&s(255)).unwrap(), (s(255), vec![0]));
