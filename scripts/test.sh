@@ -62,7 +62,7 @@ no_ring() {
 
 cargo_deny() {
   if ! command -v cargo-deny >/dev/null 2>&1; then
-    cargo install --locked cargo-deny@0.19.0 >/dev/null 2>&1 || {
+    cargo install --locked cargo-deny@0.20.2 >/dev/null 2>&1 || {
       echo "cannot install cargo-deny"
       return 1
     }
