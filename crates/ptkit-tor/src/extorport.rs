@@ -366,11 +366,245 @@ impl Upstream for ExtOrUpstream {
     }
 }
 
+/// Most metadata commands accepted before `DONE` (a bound on what a client can make us parse).
+pub const MAX_SERVER_COMMANDS: usize = 64;
+
+/// What a PT told the ExtORPort about its client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtOrMeta {
+    /// From USERADDR (port 0 when the PT sent only an address, which tor accepts).
+    pub useraddr: Option<SocketAddr>,
+    /// From TRANSPORT.
+    pub transport: Option<String>,
+}
+
+/// Why the server side refused a PT.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtOrServerError {
+    /// The PT chose an auth type other than SAFE_COOKIE; close without a reply.
+    #[error("client chose unsupported auth type {0}")]
+    AuthType(u8),
+    /// The client hash is wrong; `00` was sent.
+    #[error("client hash mismatch")]
+    BadClientHash,
+    /// USERADDR is not `ip:port` (or a bare IP), has a NUL, or port 0.
+    #[error("malformed USERADDR")]
+    BadUserAddr,
+    /// TRANSPORT is not a C identifier.
+    #[error("malformed TRANSPORT")]
+    BadTransport,
+    /// More than [`MAX_SERVER_COMMANDS`] commands.
+    #[error("too many ExtORPort commands")]
+    TooManyCommands,
+    /// The driver broke the want/input contract.
+    #[error("wrong number of bytes passed")]
+    Driver,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerState {
+    AuthType,
+    ClientNonce,
+    ClientHash,
+    CommandHead,
+    CommandBody { command: u16, len: usize },
+    Done,
+}
+
+/// The tor side of one ExtORPort handshake (item H-10), sans-IO like [`ExtOrHandshake`].
+///
+/// Send [`ExtOrServer::greeting`] first, then loop on `want`/`input`. After `DONE` it has
+/// sent `OKAY`; any bytes the PT pipelined are left unread on the stream, so they become the
+/// start of the OR stream (the lenient choice the spec allows; tor itself closes).
+#[derive(Debug)]
+pub struct ExtOrServer {
+    state: ServerState,
+    cookie: Cookie,
+    server_nonce: [u8; 32],
+    client_nonce: [u8; 32],
+    commands: usize,
+    meta: ExtOrMeta,
+}
+
+impl ExtOrServer {
+    /// A server with a fresh random `server_nonce`.
+    pub fn new(cookie: Cookie, server_nonce: [u8; 32]) -> Self {
+        ExtOrServer {
+            state: ServerState::AuthType,
+            cookie,
+            server_nonce,
+            client_nonce: [0; 32],
+            commands: 0,
+            meta: ExtOrMeta::default(),
+        }
+    }
+
+    /// The auth-type list tor sends first: SAFE_COOKIE only.
+    pub fn greeting() -> [u8; 2] {
+        [1, 0]
+    }
+
+    /// Exactly how many bytes to read next (0 when done).
+    pub fn want(&self) -> usize {
+        match self.state {
+            ServerState::AuthType => 1,
+            ServerState::ClientNonce | ServerState::ClientHash => 32,
+            ServerState::CommandHead => 4,
+            ServerState::CommandBody { len, .. } => len,
+            ServerState::Done => 0,
+        }
+    }
+
+    /// True once `OKAY` was produced.
+    pub fn is_done(&self) -> bool {
+        self.state == ServerState::Done
+    }
+
+    /// The metadata received so far.
+    pub fn meta(&self) -> &ExtOrMeta {
+        &self.meta
+    }
+
+    /// Takes exactly [`Self::want`] bytes; returns bytes to send. After an error, send
+    /// [`Self::failure_reply`] and close.
+    pub fn input(&mut self, data: &[u8]) -> Result<Vec<u8>, ExtOrServerError> {
+        if data.len() != self.want() {
+            return Err(ExtOrServerError::Driver);
+        }
+        match self.state {
+            ServerState::AuthType => {
+                if data[0] != 1 {
+                    return Err(ExtOrServerError::AuthType(data[0]));
+                }
+                self.state = ServerState::ClientNonce;
+                Ok(Vec::new())
+            }
+            ServerState::ClientNonce => {
+                self.client_nonce.copy_from_slice(data);
+                self.state = ServerState::ClientHash;
+                let mut out = server_hash(&self.cookie, &self.client_nonce, &self.server_nonce).to_vec();
+                out.extend_from_slice(&self.server_nonce);
+                Ok(out)
+            }
+            ServerState::ClientHash => {
+                let key = hmac::Key::new(hmac::HMAC_SHA256, &self.cookie.0);
+                let mut msg = Vec::with_capacity(CLIENT_LABEL.len() + 64);
+                msg.extend_from_slice(CLIENT_LABEL);
+                msg.extend_from_slice(&self.client_nonce);
+                msg.extend_from_slice(&self.server_nonce);
+                // Constant-time comparison.
+                hmac::verify(&key, &msg, data).map_err(|_| ExtOrServerError::BadClientHash)?;
+                self.state = ServerState::CommandHead;
+                Ok(vec![1])
+            }
+            ServerState::CommandHead => {
+                let command = u16::from_be_bytes([data[0], data[1]]);
+                let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
+                self.state = ServerState::CommandBody { command, len };
+                if len == 0 { self.command(command, &[]) } else { Ok(Vec::new()) }
+            }
+            ServerState::CommandBody { command, .. } => self.command(command, data),
+            ServerState::Done => Err(ExtOrServerError::Driver),
+        }
+    }
+
+    /// Bytes to send before closing after `err` (tor sends `00` for a bad client hash).
+    pub fn failure_reply(err: &ExtOrServerError) -> &'static [u8] {
+        match err {
+            ExtOrServerError::BadClientHash => &[0],
+            _ => &[],
+        }
+    }
+
+    fn command(&mut self, command: u16, body: &[u8]) -> Result<Vec<u8>, ExtOrServerError> {
+        self.commands += 1;
+        if self.commands > MAX_SERVER_COMMANDS {
+            return Err(ExtOrServerError::TooManyCommands);
+        }
+        self.state = ServerState::CommandHead;
+        match command {
+            cmd::DONE => {
+                self.state = ServerState::Done;
+                Ok(encode_command(cmd::OKAY, b"").unwrap_or_default())
+            }
+            cmd::USERADDR => {
+                if body.contains(&0) {
+                    return Err(ExtOrServerError::BadUserAddr);
+                }
+                let text = std::str::from_utf8(body).map_err(|_| ExtOrServerError::BadUserAddr)?;
+                let addr = match text.parse::<SocketAddr>() {
+                    Ok(a) if a.port() == 0 => return Err(ExtOrServerError::BadUserAddr),
+                    Ok(a) => a,
+                    // tor accepts a bare address (with a warning about the empty port).
+                    Err(_) => SocketAddr::new(text.parse().map_err(|_| ExtOrServerError::BadUserAddr)?, 0),
+                };
+                self.meta.useraddr = Some(addr);
+                Ok(Vec::new())
+            }
+            cmd::TRANSPORT => {
+                let name = std::str::from_utf8(body).map_err(|_| ExtOrServerError::BadTransport)?;
+                if !crate::lines::is_transport_name(name) {
+                    return Err(ExtOrServerError::BadTransport);
+                }
+                self.meta.transport = Some(name.to_owned());
+                Ok(Vec::new())
+            }
+            // Unknown commands are ignored [spec].
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Serves one ExtORPort connection as tor would: authenticates with `cookie`, reads the
+/// metadata and answers `OKAY`. The stream then carries the PT client's bytes.
+pub async fn accept<S>(stream: &mut S, cookie: Cookie) -> Result<ExtOrMeta, ExtOrError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut nonce = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| io::Error::other("no randomness"))?;
+    let mut server = ExtOrServer::new(cookie, nonce);
+    let run = async {
+        stream.write_all(&ExtOrServer::greeting()).await?;
+        let mut buf = vec![0u8; 64];
+        while !server.is_done() {
+            let n = server.want();
+            if buf.len() < n {
+                buf.resize(n, 0);
+            }
+            stream.read_exact(&mut buf[..n]).await?;
+            match server.input(&buf[..n]) {
+                Ok(out) if !out.is_empty() => stream.write_all(&out).await?,
+                Ok(_) => {}
+                Err(e) => {
+                    let reply = ExtOrServer::failure_reply(&e);
+                    if !reply.is_empty() {
+                        let _ = stream.write_all(reply).await;
+                    }
+                    return Err(ExtOrError::Protocol(match e {
+                        ExtOrServerError::AuthType(_) => "unsupported auth type",
+                        ExtOrServerError::BadClientHash => "client hash mismatch",
+                        ExtOrServerError::BadUserAddr => "malformed USERADDR",
+                        ExtOrServerError::BadTransport => "malformed TRANSPORT",
+                        ExtOrServerError::TooManyCommands => "too many commands",
+                        ExtOrServerError::Driver => "internal driver error",
+                    }));
+                }
+            }
+        }
+        Ok::<_, ExtOrError>(())
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, run).await.map_err(|_| ExtOrError::Timeout)??;
+    Ok(server.meta().clone())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use hex_literal::hex;
+    use ptkit_core::reader::Reader;
 
     fn cookie(b: [u8; 32]) -> Cookie {
         Cookie(b)
@@ -534,5 +768,68 @@ mod tests {
             failed,
             "an auth-type list without terminator must be bounded"
         );
+    }
+
+    /// H-10: our server against our client, and the tor transcript's negatives.
+    #[test]
+    fn h10_server_accepts_our_client_and_rejects_bad_input() {
+        let c = cookie(*b"Gliding wrapt in a brown mantle,");
+        let cn = *b"But when I look ahead up the whi";
+        let sn = *b"te road There is always another ";
+        let mut server = ExtOrServer::new(c.clone(), sn);
+        let mut client = ExtOrHandshake::new(c.clone(), cn, Some("1.2.3.4:5678".parse().unwrap()), "rfc1149").unwrap();
+        let mut to_client: Vec<u8> = ExtOrServer::greeting().to_vec();
+        let mut to_server: Vec<u8> = Vec::new();
+        for _ in 0..100 {
+            while client.want() > 0 && to_client.len() >= client.want() {
+                let n = client.want();
+                let chunk: Vec<u8> = to_client.drain(..n).collect();
+                to_server.extend(client.input(&chunk).unwrap());
+            }
+            while server.want() > 0 && to_server.len() >= server.want() {
+                let n = server.want();
+                let chunk: Vec<u8> = to_server.drain(..n).collect();
+                to_client.extend(server.input(&chunk).unwrap());
+            }
+            if client.is_done() && server.is_done() {
+                break;
+            }
+        }
+        assert!(client.is_done() && server.is_done());
+        assert_eq!(server.meta().useraddr, Some("1.2.3.4:5678".parse().unwrap()));
+        assert_eq!(server.meta().transport.as_deref(), Some("rfc1149"));
+
+        let authed = |extra: &[u8]| {
+            let mut s = ExtOrServer::new(c.clone(), sn);
+            s.input(&[1]).unwrap();
+            s.input(&cn).unwrap();
+            s.input(&client_hash(&c, &cn, &sn)).unwrap();
+            let mut r = Reader::new(extra);
+            loop {
+                let n = s.want();
+                if n == 0 {
+                    return Ok(s.meta().clone());
+                }
+                let Ok(chunk) = r.take(n) else { return Ok(s.meta().clone()) };
+                s.input(chunk)?;
+            }
+        };
+        assert!(matches!(ExtOrServer::new(c.clone(), sn).input(&[0x99]), Err(ExtOrServerError::AuthType(0x99))));
+        let mut s = ExtOrServer::new(c.clone(), sn);
+        s.input(&[1]).unwrap();
+        s.input(&cn).unwrap();
+        let e = s.input(b"not with a bang but a whimper...").unwrap_err();
+        assert_eq!(ExtOrServer::failure_reply(&e), [0]);
+        assert_eq!(authed(&hex!("0001 000d 312e322e332e343a35363738 00")), Err(ExtOrServerError::BadUserAddr));
+        assert_eq!(authed(&hex!("0002 0008 72666331313439 00")), Err(ExtOrServerError::BadTransport));
+        assert_eq!(authed(b"\x00\x02\x00\x07rf*1149"), Err(ExtOrServerError::BadTransport));
+        assert_eq!(authed(b"\x00\x01\x00\x0eexample.com:80"), Err(ExtOrServerError::BadUserAddr));
+        assert_eq!(authed(b"\x00\x01\x00\x091.2.3.4:0"), Err(ExtOrServerError::BadUserAddr));
+        let bare = authed(b"\x00\x01\x00\x071.2.3.4\x00\x00\x00\x00").unwrap();
+        assert_eq!(bare.useraddr, Some("1.2.3.4:0".parse().unwrap()));
+        let unknown = authed(&hex!("fff0 0003 414243 0000 0000")).unwrap();
+        assert_eq!(unknown, ExtOrMeta::default());
+        let many: Vec<u8> = std::iter::repeat_n(hex!("fff0 0000"), MAX_SERVER_COMMANDS + 1).flatten().collect();
+        assert_eq!(authed(&many), Err(ExtOrServerError::TooManyCommands));
     }
 }

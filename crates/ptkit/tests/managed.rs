@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ptkit_core::{Args, Target};
-use ptkit_tor::extorport::{COOKIE_HEADER, Cookie, client_hash, server_hash};
+use ptkit_tor::extorport::{self, COOKIE_HEADER, Cookie, ExtOrMeta};
 use ptkit_tor::lines::{HostLine, parse_host_line};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -447,11 +447,8 @@ async fn test_proxy(scheme: &'static str) -> (SocketAddr, Arc<Mutex<Vec<String>>
     (addr, seen)
 }
 
-/// A minimal tor ExtORPort (server side of ext-orport-spec) that records the metadata.
-async fn fake_extorport(
-    cookie: [u8; 32],
-    target: SocketAddr,
-) -> (SocketAddr, Arc<Mutex<Vec<(u16, Vec<u8>)>>>) {
+/// An ExtORPort served by ptkit's own server core (item H-10), recording the metadata.
+async fn fake_extorport(cookie: [u8; 32], target: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<ExtOrMeta>>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -460,38 +457,8 @@ async fn fake_extorport(
         while let Ok((mut s, _)) = l.accept().await {
             let log = log2.clone();
             tokio::spawn(async move {
-                s.write_all(&[1, 0]).await.unwrap();
-                let mut m = [0u8; 33];
-                if s.read_exact(&mut m).await.is_err() {
-                    return;
-                }
-                assert_eq!(m[0], 1);
-                let cn: [u8; 32] = m[1..].try_into().unwrap();
-                let sn = [0x42u8; 32];
-                let c = Cookie(cookie);
-                s.write_all(&server_hash(&c, &cn, &sn)).await.unwrap();
-                s.write_all(&sn).await.unwrap();
-                let mut ch = [0u8; 32];
-                if s.read_exact(&mut ch).await.is_err() {
-                    return; // the PT rejected our hash
-                }
-                if ch != client_hash(&c, &cn, &sn) {
-                    let _ = s.write_all(&[0]).await;
-                    return;
-                }
-                s.write_all(&[1]).await.unwrap();
-                loop {
-                    let mut h = [0u8; 4];
-                    s.read_exact(&mut h).await.unwrap();
-                    let cmd = u16::from_be_bytes([h[0], h[1]]);
-                    let mut body = vec![0u8; usize::from(u16::from_be_bytes([h[2], h[3]]))];
-                    s.read_exact(&mut body).await.unwrap();
-                    log.lock().unwrap().push((cmd, body));
-                    if cmd == 0 {
-                        break;
-                    }
-                }
-                s.write_all(&[0x10, 0, 0, 0]).await.unwrap();
+                let Ok(meta) = extorport::accept(&mut s, Cookie(cookie)).await else { return };
+                log.lock().unwrap().push(meta);
                 let mut up = TcpStream::connect(target).await.unwrap();
                 let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
             });
@@ -554,13 +521,9 @@ async fn x2_x3_server_reports_useraddr_and_transport_and_rereads_the_cookie() {
     let client_port = good.local_addr().unwrap().port();
     roundtrip(good, 300_000).await;
     let log = log.lock().unwrap().clone();
-    assert_eq!(
-        log[0],
-        (1, format!("127.0.0.1:{client_port}").into_bytes()),
-        "USERADDR"
-    );
-    assert_eq!(log[1], (2, b"plain".to_vec()), "TRANSPORT");
-    assert_eq!(log[2], (0, vec![]), "DONE");
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].useraddr, Some(SocketAddr::from(([127, 0, 0, 1], client_port))), "USERADDR");
+    assert_eq!(log[0].transport.as_deref(), Some("plain"), "TRANSPORT");
     assert_protocol_only(&pt.all_lines());
 }
 
