@@ -483,7 +483,8 @@ impl ExtOrServer {
             ServerState::ClientNonce => {
                 self.client_nonce.copy_from_slice(data);
                 self.state = ServerState::ClientHash;
-                let mut out = server_hash(&self.cookie, &self.client_nonce, &self.server_nonce).to_vec();
+                let mut out =
+                    server_hash(&self.cookie, &self.client_nonce, &self.server_nonce).to_vec();
                 out.extend_from_slice(&self.server_nonce);
                 Ok(out)
             }
@@ -502,7 +503,11 @@ impl ExtOrServer {
                 let command = u16::from_be_bytes([data[0], data[1]]);
                 let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
                 self.state = ServerState::CommandBody { command, len };
-                if len == 0 { self.command(command, &[]) } else { Ok(Vec::new()) }
+                if len == 0 {
+                    self.command(command, &[])
+                } else {
+                    Ok(Vec::new())
+                }
             }
             ServerState::CommandBody { command, .. } => self.command(command, data),
             ServerState::Done => Err(ExtOrServerError::Driver),
@@ -537,7 +542,9 @@ impl ExtOrServer {
                     Ok(a) if a.port() == 0 => return Err(ExtOrServerError::BadUserAddr),
                     Ok(a) => a,
                     // tor accepts a bare address (with a warning about the empty port).
-                    Err(_) => SocketAddr::new(text.parse().map_err(|_| ExtOrServerError::BadUserAddr)?, 0),
+                    Err(_) => {
+                        SocketAddr::new(text.parse().map_err(|_| ExtOrServerError::BadUserAddr)?, 0)
+                    }
                 };
                 self.meta.useraddr = Some(addr);
                 Ok(Vec::new())
@@ -595,7 +602,9 @@ where
         }
         Ok::<_, ExtOrError>(())
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, run).await.map_err(|_| ExtOrError::Timeout)??;
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, run)
+        .await
+        .map_err(|_| ExtOrError::Timeout)??;
     Ok(server.meta().clone())
 }
 
@@ -777,7 +786,13 @@ mod tests {
         let cn = *b"But when I look ahead up the whi";
         let sn = *b"te road There is always another ";
         let mut server = ExtOrServer::new(c.clone(), sn);
-        let mut client = ExtOrHandshake::new(c.clone(), cn, Some("1.2.3.4:5678".parse().unwrap()), "rfc1149").unwrap();
+        let mut client = ExtOrHandshake::new(
+            c.clone(),
+            cn,
+            Some("1.2.3.4:5678".parse().unwrap()),
+            "rfc1149",
+        )
+        .unwrap();
         let mut to_client: Vec<u8> = ExtOrServer::greeting().to_vec();
         let mut to_server: Vec<u8> = Vec::new();
         for _ in 0..100 {
@@ -796,7 +811,10 @@ mod tests {
             }
         }
         assert!(client.is_done() && server.is_done());
-        assert_eq!(server.meta().useraddr, Some("1.2.3.4:5678".parse().unwrap()));
+        assert_eq!(
+            server.meta().useraddr,
+            Some("1.2.3.4:5678".parse().unwrap())
+        );
         assert_eq!(server.meta().transport.as_deref(), Some("rfc1149"));
 
         let authed = |extra: &[u8]| {
@@ -810,26 +828,48 @@ mod tests {
                 if n == 0 {
                     return Ok(s.meta().clone());
                 }
-                let Ok(chunk) = r.take(n) else { return Ok(s.meta().clone()) };
+                let Ok(chunk) = r.take(n) else {
+                    return Ok(s.meta().clone());
+                };
                 s.input(chunk)?;
             }
         };
-        assert!(matches!(ExtOrServer::new(c.clone(), sn).input(&[0x99]), Err(ExtOrServerError::AuthType(0x99))));
+        assert!(matches!(
+            ExtOrServer::new(c.clone(), sn).input(&[0x99]),
+            Err(ExtOrServerError::AuthType(0x99))
+        ));
         let mut s = ExtOrServer::new(c.clone(), sn);
         s.input(&[1]).unwrap();
         s.input(&cn).unwrap();
         let e = s.input(b"not with a bang but a whimper...").unwrap_err();
         assert_eq!(ExtOrServer::failure_reply(&e), [0]);
-        assert_eq!(authed(&hex!("0001 000d 312e322e332e343a35363738 00")), Err(ExtOrServerError::BadUserAddr));
-        assert_eq!(authed(&hex!("0002 0008 72666331313439 00")), Err(ExtOrServerError::BadTransport));
-        assert_eq!(authed(b"\x00\x02\x00\x07rf*1149"), Err(ExtOrServerError::BadTransport));
-        assert_eq!(authed(b"\x00\x01\x00\x0eexample.com:80"), Err(ExtOrServerError::BadUserAddr));
-        assert_eq!(authed(b"\x00\x01\x00\x091.2.3.4:0"), Err(ExtOrServerError::BadUserAddr));
+        assert_eq!(
+            authed(&hex!("0001 000d 312e322e332e343a35363738 00")),
+            Err(ExtOrServerError::BadUserAddr)
+        );
+        assert_eq!(
+            authed(&hex!("0002 0008 72666331313439 00")),
+            Err(ExtOrServerError::BadTransport)
+        );
+        assert_eq!(
+            authed(b"\x00\x02\x00\x07rf*1149"),
+            Err(ExtOrServerError::BadTransport)
+        );
+        assert_eq!(
+            authed(b"\x00\x01\x00\x0eexample.com:80"),
+            Err(ExtOrServerError::BadUserAddr)
+        );
+        assert_eq!(
+            authed(b"\x00\x01\x00\x091.2.3.4:0"),
+            Err(ExtOrServerError::BadUserAddr)
+        );
         let bare = authed(b"\x00\x01\x00\x071.2.3.4\x00\x00\x00\x00").unwrap();
         assert_eq!(bare.useraddr, Some("1.2.3.4:0".parse().unwrap()));
         let unknown = authed(&hex!("fff0 0003 414243 0000 0000")).unwrap();
         assert_eq!(unknown, ExtOrMeta::default());
-        let many: Vec<u8> = std::iter::repeat_n(hex!("fff0 0000"), MAX_SERVER_COMMANDS + 1).flatten().collect();
+        let many: Vec<u8> = std::iter::repeat_n(hex!("fff0 0000"), MAX_SERVER_COMMANDS + 1)
+            .flatten()
+            .collect();
         assert_eq!(authed(&many), Err(ExtOrServerError::TooManyCommands));
     }
 }

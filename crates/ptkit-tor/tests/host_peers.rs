@@ -395,3 +395,71 @@ async fn h7_stop_escalates_to_sigterm_then_sigkill() {
     .await
     .expect("test exceeded its time bound");
 }
+
+/// H-8: a PT that exits by itself is relaunched with back-off and connectors follow it; a
+/// relaunch that answers ENV-ERROR ends the supervision for good.
+#[tokio::test]
+async fn h8_relaunch_with_backoff_then_give_up_on_env_error() {
+    use ptkit_tor::host::{HostConfig, HostRole, RelaunchPolicy, SupervisedPt};
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("launches");
+    let script = dir.path().join("flaky.sh");
+    // Launches 1-3 configure a method and exit after 200 ms; launch 4 reports ENV-ERROR.
+    std::fs::write(
+        &script,
+        format!(
+            "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}\n\
+             if [ $n -ge 4 ]; then echo 'ENV-ERROR state dir gone'; exit 1; fi\n\
+             echo 'VERSION 1'; echo 'CMETHOD flaky socks5 127.0.0.1:'$((20000+n)); echo 'CMETHODS DONE'\n\
+             sleep 0.2\n",
+            c = counter.display()
+        ),
+    )
+    .unwrap();
+    let mut config = HostConfig::new(
+        "/bin/sh",
+        HostRole::Client {
+            transports: vec!["flaky".into()],
+            proxy: None,
+        },
+        dir.path().join("state"),
+    );
+    config.args = vec![script.display().to_string()];
+    let policy = RelaunchPolicy {
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(400),
+        stable_after: Duration::from_secs(60),
+    };
+    let started = std::time::Instant::now();
+    let pt = SupervisedPt::start(config, policy).await.unwrap();
+    let first = pt.methods().unwrap().methods[0].addr.port();
+    assert_eq!(first, 20001);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while pt.gave_up().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("supervisor never gave up");
+    assert_eq!(pt.launches(), 3, "three good launches before the ENV-ERROR");
+    assert!(pt.gave_up().unwrap().contains("state dir gone"));
+    // Back-off 50 + 100 + 200 ms plus three 200 ms runs: at least 0.9 s.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let launches_then = std::fs::read_to_string(&counter).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap(),
+        launches_then,
+        "no relaunch after ENV-ERROR"
+    );
+    assert!(pt.methods().is_none());
+    let err =
+        ptkit_core::Connector::connect(&pt.connector("flaky"), &ptkit_core::Args::new(), None)
+            .await;
+    assert!(err.is_err());
+    pt.stop(Duration::from_millis(100)).await;
+}

@@ -448,7 +448,10 @@ async fn test_proxy(scheme: &'static str) -> (SocketAddr, Arc<Mutex<Vec<String>>
 }
 
 /// An ExtORPort served by ptkit's own server core (item H-10), recording the metadata.
-async fn fake_extorport(cookie: [u8; 32], target: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<ExtOrMeta>>>) {
+async fn fake_extorport(
+    cookie: [u8; 32],
+    target: SocketAddr,
+) -> (SocketAddr, Arc<Mutex<Vec<ExtOrMeta>>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -457,7 +460,9 @@ async fn fake_extorport(cookie: [u8; 32], target: SocketAddr) -> (SocketAddr, Ar
         while let Ok((mut s, _)) = l.accept().await {
             let log = log2.clone();
             tokio::spawn(async move {
-                let Ok(meta) = extorport::accept(&mut s, Cookie(cookie)).await else { return };
+                let Ok(meta) = extorport::accept(&mut s, Cookie(cookie)).await else {
+                    return;
+                };
                 log.lock().unwrap().push(meta);
                 let mut up = TcpStream::connect(target).await.unwrap();
                 let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
@@ -522,7 +527,11 @@ async fn x2_x3_server_reports_useraddr_and_transport_and_rereads_the_cookie() {
     roundtrip(good, 300_000).await;
     let log = log.lock().unwrap().clone();
     assert_eq!(log.len(), 1);
-    assert_eq!(log[0].useraddr, Some(SocketAddr::from(([127, 0, 0, 1], client_port))), "USERADDR");
+    assert_eq!(
+        log[0].useraddr,
+        Some(SocketAddr::from(([127, 0, 0, 1], client_port))),
+        "USERADDR"
+    );
     assert_eq!(log[0].transport.as_deref(), Some("plain"), "TRANSPORT");
     assert_protocol_only(&pt.all_lines());
 }

@@ -11,7 +11,9 @@
 //!   stdin → SIGTERM → SIGKILL ladder (H-7). [`PtConnector`] dials through one of its client
 //!   methods (spec §3.2, §3.3).
 //!
-//! Not done here: relaunching (H-8) and the Extended ORPort server (H-10).
+//! [`SupervisedPt`] relaunches a PT that exits with exponential back-off, except after
+//! `ENV-ERROR`/`VERSION-ERROR`/`PROXY-ERROR` (item H-8). The Extended ORPort *server* a host
+//! needs for server PTs is [`crate::extorport::accept`] (item H-10).
 
 use std::ffi::OsString;
 use std::io;
@@ -42,11 +44,13 @@ mod connector;
 mod parser;
 mod process;
 mod reading;
+mod supervise;
 
 pub use connector::*;
 pub use parser::*;
 pub use process::*;
 use reading::*;
+pub use supervise::*;
 
 // Configuration and environment (H-1)
 
@@ -255,6 +259,20 @@ fn describe_status(status: &Option<ExitStatus>) -> String {
 }
 
 impl HostError {
+    /// True when the PT itself declared the configuration unusable (`VERSION-ERROR`,
+    /// `ENV-ERROR`, `PROXY-ERROR`) or refused the proxy: relaunching cannot help (item H-8,
+    /// tor's rule).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            HostError::VersionError(_)
+                | HostError::UnsupportedVersion(_)
+                | HostError::EnvError(_)
+                | HostError::ProxyError(_)
+                | HostError::ProxyNotConfirmed
+        )
+    }
+
     /// Stable short label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {

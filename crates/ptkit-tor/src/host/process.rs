@@ -372,6 +372,11 @@ impl ManagedPt {
         lock(&self.shared).stdout_closed
     }
 
+    /// Waits until the PT exits by itself (cancel-safe).
+    pub async fn wait_exit(&mut self) -> io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
     /// Stops the PT (item H-7): close stdin, wait `grace`; send SIGTERM, wait `grace`; then
     /// SIGKILL. Returns the exit status.
     pub async fn stop(mut self, grace: Duration) -> Result<ExitStatus, HostError> {
