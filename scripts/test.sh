@@ -83,6 +83,16 @@ tor_e2e() {
     scripts/tor-e2e.sh --pt-bin target/release/ptkit --transport plain --timeout 90
 }
 
+netns_bind() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "needs root for a network namespace"
+    [ "${CI:-}" = "true" ] && return 1
+    echo "SKIP (not root, not CI)"
+    return 0
+  fi
+  scripts/netns-bind-test.sh target/release/ptkit
+}
+
 fuzz_smoke() {
   if [ "${SKIP_FUZZ:-}" = "1" ]; then
     echo "SKIP_FUZZ=1"
@@ -99,6 +109,7 @@ step "single crypto provider (no ring)" no_ring
 step "cargo deny (bans, licenses, sources)" cargo_deny
 step "release build" cargo build --release --locked -p ptkit
 step "real tor, both roles, offline on loopback" tor_e2e
+step "outbound bind addresses in a network namespace (E-10)" netns_bind
 step "fuzz smoke (${FUZZ_SECONDS}s per target)" fuzz_smoke
 
 echo
