@@ -1,0 +1,3 @@
+//! # ptkit-tls
+//!
+//! Placeholder: being written.

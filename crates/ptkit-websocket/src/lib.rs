@@ -1,0 +1,3 @@
+//! # ptkit-websocket
+//!
+//! Placeholder: being written.
