@@ -8,11 +8,14 @@ use std::time::Duration;
 use ptkit_core::net::{DirectDialer, TcpUpstream, bind_tcp};
 use ptkit_core::server::{ServerLimits, proxy};
 use ptkit_core::shutdown::Shutdown;
-use ptkit_core::{ClientConfig, Dialer, Registry, ServerConfig, StatsCounter, Target, Upstream};
+use ptkit_core::{
+    Args, ClientConfig, Dialer, Registry, ServerConfig, ServerTransport, StatsCounter, Target,
+    Upstream,
+};
 use tokio::io::AsyncReadExt;
 use tracing::{error, info, warn};
 
-use crate::env::{self, ClientEnv, EnvError, ManagedEnv, Role, ServerEnv};
+use crate::env::{self, ClientEnv, EnvError, ManagedEnv, Role, ServerBind, ServerEnv};
 use crate::extorport::ExtOrUpstream;
 use crate::lines::{Line, LineWriter};
 use crate::proxy::{ProxyDialer, ProxyUrl};
@@ -153,47 +156,34 @@ async fn start_client(
             state_dir: Some(env.state_dir.clone()),
             dialer: Some(dialer.clone()),
         };
-        let connector = match transport.connector(&config) {
-            Ok(c) => c,
-            Err(e) => {
-                out.send(&Line::CmethodError(name.clone(), e.to_string()));
-                continue;
+        let started = (|| {
+            let connector = transport.connector(&config).map_err(|e| e.to_string())?;
+            let listener = bind_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .map_err(|e| format!("cannot listen: {e}"))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| format!("cannot listen: {e}"))?;
+            let stats = Arc::new(StatsCounter::new(name.clone()));
+            socks_front::serve(
+                listener,
+                connector,
+                stats.clone(),
+                shutdown.clone(),
+                options.socks.clone(),
+            );
+            Ok::<_, String>((addr, stats))
+        })();
+        match started {
+            Ok((addr, stats)) => {
+                out.send(&Line::Cmethod {
+                    name: name.clone(),
+                    protocol: "socks5",
+                    addr,
+                });
+                all.push(stats);
             }
-        };
-        let listener = match bind_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))) {
-            Ok(l) => l,
-            Err(e) => {
-                out.send(&Line::CmethodError(
-                    name.clone(),
-                    format!("cannot listen: {e}"),
-                ));
-                continue;
-            }
-        };
-        let addr = match listener.local_addr() {
-            Ok(a) => a,
-            Err(e) => {
-                out.send(&Line::CmethodError(
-                    name.clone(),
-                    format!("cannot listen: {e}"),
-                ));
-                continue;
-            }
-        };
-        let stats = Arc::new(StatsCounter::new(name.clone()));
-        socks_front::serve(
-            listener,
-            connector,
-            stats.clone(),
-            shutdown.clone(),
-            options.socks.clone(),
-        );
-        out.send(&Line::Cmethod {
-            name: name.clone(),
-            protocol: "socks5",
-            addr,
-        });
-        all.push(stats);
+            Err(m) => out.send(&Line::CmethodError(name.clone(), m)),
+        }
     }
     out.send(&Line::CmethodsDone);
     Ok(all)
@@ -214,71 +204,69 @@ async fn start_server(
             info!("skipping unknown transport {:?}", bind.name);
             continue;
         };
-        let upstream: Arc<dyn Upstream> = match (&s.extorport, &s.cookie_file, &s.orport) {
-            (Some(addr), Some(cookie), _) => {
-                if !addr.ip().is_loopback() {
-                    // Item X-6.
-                    warn!("the Extended ORPort is not on a loopback address");
-                }
-                Arc::new(ExtOrUpstream {
-                    addr: *addr,
-                    cookie_file: cookie.clone(),
-                    transport: bind.name.clone(),
-                    dialer: DirectDialer::default(),
-                })
+        match start_server_method(transport, bind, s, env, options, shutdown, &direct).await {
+            Ok((addr, args, stats)) => {
+                out.send(&Line::Smethod {
+                    name: bind.name.clone(),
+                    addr,
+                    args,
+                });
+                all.push(stats);
             }
-            (_, _, Some(orport)) => {
-                // Item X-5: no metadata without an ExtORPort.
-                Arc::new(TcpUpstream {
-                    target: Target::from_socket_addr(*orport),
-                    dialer: direct.clone(),
-                })
-            }
-            _ => {
-                out.send(&Line::SmethodError(
-                    bind.name.clone(),
-                    "no ORPort to forward to".into(),
-                ));
-                continue;
-            }
-        };
-        let config = ServerConfig {
-            listen: bind.addr,
-            options: bind.options.clone(),
-            state_dir: Some(env.state_dir.clone()),
-        };
-        let listener = match transport.listen(config).await {
-            Ok(l) => l,
-            Err(e) => {
-                out.send(&Line::SmethodError(bind.name.clone(), e.to_string()));
-                continue;
-            }
-        };
-        let addr = match listener.local_addr() {
-            Ok(a) => a,
-            Err(e) => {
-                out.send(&Line::SmethodError(bind.name.clone(), e.to_string()));
-                continue;
-            }
-        };
-        let args = listener.client_args();
-        let stats = Arc::new(StatsCounter::new(bind.name.clone()));
-        proxy(
-            listener,
-            upstream,
-            stats.clone(),
-            shutdown.clone(),
-            options.server.clone(),
-        );
-        out.send(&Line::Smethod {
-            name: bind.name.clone(),
-            addr,
-            args,
-        });
-        all.push(stats);
+            Err(m) => out.send(&Line::SmethodError(bind.name.clone(), m)),
+        }
     }
     out.send(&Line::SmethodsDone);
     all
+}
+
+/// Binds one server transport and starts forwarding to tor; returns what `SMETHOD` reports.
+async fn start_server_method(
+    transport: Arc<dyn ServerTransport>,
+    bind: &ServerBind,
+    s: &ServerEnv,
+    env: &ManagedEnv,
+    options: &ManagedOptions,
+    shutdown: &Shutdown,
+    direct: &DirectDialer,
+) -> Result<(SocketAddr, Args, Arc<StatsCounter>), String> {
+    let upstream: Arc<dyn Upstream> = match (&s.extorport, &s.cookie_file, &s.orport) {
+        (Some(addr), Some(cookie), _) => {
+            if !addr.ip().is_loopback() {
+                // Item X-6.
+                warn!("the Extended ORPort is not on a loopback address");
+            }
+            Arc::new(ExtOrUpstream {
+                addr: *addr,
+                cookie_file: cookie.clone(),
+                transport: bind.name.clone(),
+                dialer: DirectDialer::default(),
+            })
+        }
+        // Item X-5: no metadata without an ExtORPort.
+        (_, _, Some(orport)) => Arc::new(TcpUpstream {
+            target: Target::from_socket_addr(*orport),
+            dialer: direct.clone(),
+        }),
+        _ => return Err("no ORPort to forward to".into()),
+    };
+    let config = ServerConfig {
+        listen: bind.addr,
+        options: bind.options.clone(),
+        state_dir: Some(env.state_dir.clone()),
+    };
+    let listener = transport.listen(config).await.map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let args = listener.client_args();
+    let stats = Arc::new(StatsCounter::new(bind.name.clone()));
+    proxy(
+        listener,
+        upstream,
+        stats.clone(),
+        shutdown.clone(),
+        options.server.clone(),
+    );
+    Ok((addr, args, stats))
 }
 
 /// What ended the process.
