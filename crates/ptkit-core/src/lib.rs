@@ -23,6 +23,8 @@ pub mod registry;
 pub mod relay;
 pub mod server;
 pub mod shutdown;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod stats;
 pub mod target;
 pub mod transport;

@@ -8,7 +8,10 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use std::any::Any;
+
 use crate::stats::StatsCounter;
+use crate::transport::Stream;
 
 /// Default buffer per direction. Large enough that a loopback relay is not syscall-bound,
 /// small enough for thousands of open tunnels.
@@ -19,12 +22,16 @@ pub const DEFAULT_RELAY_BUFFER: usize = 32 * 1024;
 pub struct RelayConfig {
     /// Bytes of buffer per direction (allocated once per relay).
     pub buffer_size: usize,
+    /// Move bytes between two plain TCP sockets with `splice(2)` (Linux), never copying them
+    /// through user space.
+    pub splice: bool,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             buffer_size: DEFAULT_RELAY_BUFFER,
+            splice: cfg!(target_os = "linux"),
         }
     }
 }
@@ -173,6 +180,28 @@ where
     })
 }
 
+/// The relay every driver calls: [`crate::splice::relay_tcp`] when both sides are plain TCP
+/// sockets and splicing is enabled, else [`relay`].
+pub async fn relay_streams(
+    app: &mut dyn Stream,
+    net: &mut dyn Stream,
+    config: &RelayConfig,
+    stats: Option<&StatsCounter>,
+) -> io::Result<RelayTotals> {
+    #[cfg(target_os = "linux")]
+    if config.splice {
+        let app_any: &mut (dyn Any + Send) = app;
+        if let Some(a) = app_any.downcast_mut::<tokio::net::TcpStream>() {
+            let net_any: &mut (dyn Any + Send) = net;
+            if let Some(n) = net_any.downcast_mut::<tokio::net::TcpStream>() {
+                return crate::splice::relay_tcp(a, n, stats).await;
+            }
+            return relay(a, net, config, stats).await;
+        }
+    }
+    relay(app, net, config, stats).await
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -189,7 +218,10 @@ mod tests {
             let totals = relay(
                 &mut app_inner,
                 &mut net_inner,
-                &RelayConfig { buffer_size: 7 },
+                &RelayConfig {
+                    buffer_size: 7,
+                    splice: false,
+                },
                 Some(&stats),
             )
             .await

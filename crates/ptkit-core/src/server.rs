@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use crate::redact::sensitive;
-use crate::relay::{RelayConfig, relay};
+use crate::relay::{RelayConfig, relay_streams};
 use crate::shutdown::Shutdown;
 use crate::stats::{Stats, StatsCounter};
 use crate::transport::{TransportListener, Upstream};
@@ -126,7 +126,7 @@ pub fn proxy(
                         return;
                     }
                 };
-                match relay(&mut conn, &mut up, &limits.relay, Some(&stats)).await {
+                match relay_streams(&mut *conn, &mut *up, &limits.relay, Some(&stats)).await {
                     Ok(t) => debug!(up = t.up, down = t.down, "connection closed"),
                     Err(e) => debug!("connection ended with error: {e}"),
                 }

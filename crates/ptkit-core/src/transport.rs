@@ -20,8 +20,9 @@ use crate::target::Target;
 /// A boxed, sendable future (the traits stay object-safe so drivers can hold registries).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Any bidirectional byte stream a transport hands out.
-pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+/// Any bidirectional byte stream a transport hands out. `Any` lets the relay recognise two
+/// plain TCP sockets and move their bytes with `splice(2)`.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + std::any::Any + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 /// A transport connection, type-erased.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ptkit_core::redact::sensitive;
-use ptkit_core::relay::{RelayConfig, relay};
+use ptkit_core::relay::{RelayConfig, relay_streams};
 use ptkit_core::shutdown::Shutdown;
 use ptkit_core::{Connector, StatsCounter, TransportError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -164,7 +164,7 @@ pub async fn serve_connection(
     {
         return;
     }
-    match relay(&mut stream, &mut remote, &limits.relay, Some(&stats)).await {
+    match relay_streams(&mut stream, &mut *remote, &limits.relay, Some(&stats)).await {
         Ok(t) => debug!(up = t.up, down = t.down, "SOCKS connection closed"),
         Err(e) => debug!("SOCKS connection ended with error: {e}"),
     }
