@@ -34,7 +34,7 @@ step() {
 # Debian packages of the real peers: tor (client and bridge), obfs4proxy and snowflake-client
 # (third-party PTs for the host side).
 install_peers() {
-  local want=(tor obfs4proxy snowflake-client pebble)
+  local want=(tor obfs4proxy snowflake-client pebble websockify python3-websockets)
   local missing=()
   for p in "${want[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -84,7 +84,8 @@ tor_e2e() {
   fi
   # The harness must pass with the reference PT too, or a pass proves nothing.
   scripts/tor-e2e.sh --pt-bin /usr/bin/obfs4proxy --transport obfs4 --timeout 90 &&
-    scripts/tor-e2e.sh --pt-bin target/release/ptkit --transport plain --timeout 90
+    scripts/tor-e2e.sh --pt-bin target/release/ptkit --transport plain --timeout 90 &&
+    scripts/tor-e2e.sh --pt-bin target/release/ptkit --transport websocket --timeout 90
 }
 
 netns_bind() {
@@ -112,7 +113,7 @@ step "cargo test (unit, property, integration, real peers)" cargo test --workspa
 step "single crypto provider (no ring)" no_ring
 step "cargo deny (bans, licenses, sources)" cargo_deny
 step "release build" cargo build --release --locked -p ptkit
-step "real tor, both roles, offline on loopback" tor_e2e
+step "real tor, both roles, offline on loopback (plain, websocket)" tor_e2e
 step "outbound bind addresses in a network namespace (E-10)" netns_bind
 step "fuzz smoke (${FUZZ_SECONDS}s per target)" fuzz_smoke
 

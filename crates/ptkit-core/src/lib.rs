@@ -35,5 +35,5 @@ pub use stats::{Stats, StatsCounter};
 pub use target::{Host, Target};
 pub use transport::{
     Accepted, BoxFuture, ClientConfig, ClientMeta, ClientTransport, Conn, Connector, Dialer,
-    Pending, ServerConfig, ServerTransport, TransportError, TransportListener, Upstream,
+    Pending, Pinned, ServerConfig, ServerTransport, TransportError, TransportListener, Upstream,
 };

@@ -166,3 +166,58 @@ pub trait Upstream: Send + Sync {
     /// Opens the upstream connection for one client.
     fn open(&self, meta: &ClientMeta) -> BoxFuture<'static, Result<Conn, TransportError>>;
 }
+
+/// A connector with a fixed destination and default per-connection settings: what a
+/// standalone client uses when the SOCKS client's target and arguments should not decide
+/// where the transport goes (`ptkit client … --server`, `--url`).
+#[derive(Clone)]
+pub struct Pinned {
+    inner: std::sync::Arc<dyn Connector>,
+    settings: Args,
+    dest: Option<Target>,
+}
+
+impl std::fmt::Debug for Pinned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pinned")
+            .field("transport", &self.inner.name())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Pinned {
+    /// Wraps `inner`: `settings` apply when the caller sends none; `dest`, when set, replaces
+    /// the caller's destination (when unset, the destination is dropped so the transport
+    /// uses its own settings, e.g. a `url`).
+    pub fn new(inner: std::sync::Arc<dyn Connector>, settings: Args, dest: Option<Target>) -> Self {
+        Pinned {
+            inner,
+            settings,
+            dest,
+        }
+    }
+}
+
+impl Connector for Pinned {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn is_bound(&self) -> bool {
+        true
+    }
+
+    fn connect(
+        &self,
+        settings: &Args,
+        _dest: Option<Target>,
+    ) -> BoxFuture<'static, Result<Conn, TransportError>> {
+        let settings = if settings.is_empty() {
+            &self.settings
+        } else {
+            settings
+        };
+        self.inner.connect(settings, self.dest.clone())
+    }
+}

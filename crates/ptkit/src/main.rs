@@ -10,7 +10,7 @@ use ptkit::transports;
 use ptkit_core::net::{DirectDialer, TcpUpstream, bind_tcp};
 use ptkit_core::server::{ServerLimits, proxy};
 use ptkit_core::shutdown::Shutdown;
-use ptkit_core::{ClientConfig, ServerConfig, StatsCounter, Target};
+use ptkit_core::{Args, ClientConfig, Pinned, ServerConfig, StatsCounter, Target};
 use ptkit_tor::lines::LineWriter;
 use ptkit_tor::logging::LogLineLayer;
 use ptkit_tor::managed::{self, ManagedOptions};
@@ -26,7 +26,13 @@ pluggable-transport protocol on stdout and ignores any subcommand. In a torrc:
     ClientTransportPlugin plain exec /usr/local/bin/ptkit
     ServerTransportPlugin plain exec /usr/local/bin/ptkit --log /var/log/tor/ptkit.log
 
-Transports: plain (reference transport, no obfuscation).
+Transports: plain (reference transport, no obfuscation), websocket (RFC 6455, ws and wss,
+base64 subprotocol, automatic ACME certificates).
+
+Examples:
+    ptkit server websocket --listen 0.0.0.0:443 --target 127.0.0.1:9001 \\
+        --acme-hostnames ws.example.com --acme-email ops@example.com
+    ptkit client websocket --listen 127.0.0.1:1080 --url wss://ws.example.com/
 
 Exit codes: 0 clean exit (SIGTERM, SIGINT, stdin closed); 1 configuration or runtime error
 (in managed mode after ENV-ERROR, VERSION-ERROR or PROXY-ERROR); 2 command-line usage error.";
@@ -51,35 +57,155 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a client: a SOCKS5 port whose connections travel through TRANSPORT.
-    Client {
-        /// Transport name (plain).
-        transport: String,
-        /// SOCKS5 address to listen on.
-        #[arg(long, default_value = "127.0.0.1:1080")]
-        listen: std::net::SocketAddr,
-        /// The transport server. Without it, each SOCKS request's target is taken as the
-        /// server's address, as tor does.
-        #[arg(long)]
-        server: Option<String>,
-    },
-    /// Run a server: accept TRANSPORT connections and forward each to TARGET.
-    Server {
-        /// Transport name (plain).
-        transport: String,
-        /// Address to listen on.
-        #[arg(long)]
-        listen: std::net::SocketAddr,
-        /// Where to forward de-obfuscated streams (host:port).
-        #[arg(long)]
-        target: String,
-    },
+    /// Run a client: a SOCKS5 (and SOCKS4a) port whose connections travel through TRANSPORT.
+    Client(ClientArgs),
+    /// Run a server: accept TRANSPORT connections and forward each to --target.
+    Server(ServerArgs),
     /// Start both ends of a plain tunnel on loopback, push data through, and show the numbers.
     Demo {
         /// MiB to echo through the tunnel.
         #[arg(long, default_value_t = 256)]
         mebibytes: u64,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct ClientArgs {
+    /// Transport name: plain or websocket.
+    transport: String,
+    /// SOCKS address to listen on.
+    #[arg(long, default_value = "127.0.0.1:1080")]
+    listen: std::net::SocketAddr,
+    /// The transport server (host:port). With neither --server nor --url, each SOCKS
+    /// request's target is taken as the server's address, as tor does.
+    #[arg(long)]
+    server: Option<String>,
+    /// websocket: the server URL (ws://host:port/path or wss://…).
+    #[arg(long)]
+    url: Option<String>,
+    /// websocket: TLS SNI and certificate name to present instead of the URL's host (domain
+    /// fronting; wss only).
+    #[arg(long)]
+    front: Option<String>,
+    /// websocket: use the base64 subprotocol (text frames).
+    #[arg(long)]
+    base64: bool,
+    /// websocket: PEM file of CA certificates to trust for wss instead of the system store.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// A per-connection transport argument (KEY=VALUE, repeatable), used when the SOCKS
+    /// client sends none.
+    #[arg(long = "arg", value_name = "KEY=VALUE")]
+    args: Vec<String>,
+    /// A transport-wide option (KEY=VALUE, repeatable), e.g. max-message=16384.
+    #[arg(long = "option", value_name = "KEY=VALUE")]
+    options: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// Transport name: plain or websocket.
+    transport: String,
+    /// Address to listen on.
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// Where to forward de-obfuscated streams (host:port).
+    #[arg(long)]
+    target: String,
+    /// Directory for persistent state (ACME account and certificates), created 0700.
+    #[arg(long, default_value = "ptkit-state", value_name = "DIR")]
+    state_dir: PathBuf,
+    /// websocket: serve wss with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// websocket: the PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// websocket: obtain certificates automatically for these names (comma-separated) with
+    /// ACME: TLS-ALPN-01 on the listening port (which must be reachable as port 443), or
+    /// HTTP-01 with --acme-http-listen.
+    #[arg(long, value_name = "NAMES")]
+    acme_hostnames: Option<String>,
+    /// ACME account contact address.
+    #[arg(long, value_name = "EMAIL")]
+    acme_email: Option<String>,
+    /// ACME directory URL (default: Let's Encrypt production).
+    #[arg(long, value_name = "URL")]
+    acme_directory: Option<String>,
+    /// PEM CA to trust for the ACME directory's HTTPS (a private CA or Pebble).
+    #[arg(long, value_name = "FILE")]
+    acme_ca: Option<PathBuf>,
+    /// ACME challenge: tls-alpn-01 (default) or http-01.
+    #[arg(long, value_name = "TYPE")]
+    acme_challenge: Option<String>,
+    /// Where to answer HTTP-01 challenges, e.g. 0.0.0.0:80.
+    #[arg(long, value_name = "ADDR")]
+    acme_http_listen: Option<String>,
+    /// websocket: the only URL path upgraded (default: any).
+    #[arg(long)]
+    path: Option<String>,
+    /// A transport option (KEY=VALUE, repeatable), as in TOR_PT_SERVER_TRANSPORT_OPTIONS.
+    #[arg(long = "option", value_name = "KEY=VALUE")]
+    options: Vec<String>,
+}
+
+/// Parses repeated KEY=VALUE flags.
+fn kv_list(flag: &str, items: &[String]) -> anyhow::Result<Args> {
+    let mut args = Args::new();
+    for item in items {
+        let (k, v) = item
+            .split_once('=')
+            .with_context(|| format!("{flag} {item:?}: expected KEY=VALUE"))?;
+        args.push(k, v);
+    }
+    Ok(args)
+}
+
+impl ServerArgs {
+    fn options(&self) -> anyhow::Result<Args> {
+        let mut o = kv_list("--option", &self.options)?;
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        for (k, v) in [
+            ("tls-cert", path(&self.tls_cert)),
+            ("tls-key", path(&self.tls_key)),
+            ("acme-hostnames", self.acme_hostnames.clone()),
+            ("acme-email", self.acme_email.clone()),
+            ("acme-directory", self.acme_directory.clone()),
+            ("acme-ca", path(&self.acme_ca)),
+            ("acme-challenge", self.acme_challenge.clone()),
+            ("acme-http-listen", self.acme_http_listen.clone()),
+            ("path", self.path.clone()),
+        ] {
+            if let Some(v) = v {
+                o.push(k, v);
+            }
+        }
+        Ok(o)
+    }
+}
+
+impl ClientArgs {
+    fn settings(&self) -> anyhow::Result<Args> {
+        let mut a = kv_list("--arg", &self.args)?;
+        if let Some(u) = &self.url {
+            a.push("url", u.clone());
+        }
+        if let Some(f) = &self.front {
+            a.push("front", f.clone());
+        }
+        if self.base64 {
+            a.push("base64", "1");
+        }
+        Ok(a)
+    }
+
+    fn options(&self) -> anyhow::Result<Args> {
+        let mut o = kv_list("--option", &self.options)?;
+        if let Some(c) = &self.ca_file {
+            o.push("ca-file", c.display().to_string());
+        }
+        Ok(o)
+    }
 }
 
 fn level_filter(level: &str) -> anyhow::Result<EnvFilter> {
@@ -210,62 +336,79 @@ async fn run_standalone(cli: &Cli) -> anyhow::Result<i32> {
             ptkit::demo::run(*mebibytes).await?;
             return Ok(0);
         }
-        Command::Client {
-            transport,
-            listen,
-            server,
-        } => {
-            let t = registry.client(transport).with_context(|| {
+        Command::Client(c) => {
+            let t = registry.client(&c.transport).with_context(|| {
                 format!(
-                    "unknown transport {transport:?}; known: {}",
+                    "unknown transport {:?}; known: {}",
+                    c.transport,
                     registry.client_names().join(", ")
                 )
             })?;
-            let connector = match server {
-                Some(s) => {
-                    let target = Target::parse(s).with_context(|| format!("--server {s:?}"))?;
-                    Arc::new(transports::plain::PlainConnector::fixed(
-                        target,
-                        Arc::new(DirectDialer::default()),
-                    )) as Arc<dyn ptkit_core::Connector>
-                }
-                None => t.connector(&ClientConfig::default())?,
+            let config = ClientConfig {
+                options: c.options()?,
+                ..ClientConfig::default()
             };
+            let mut connector = t.connector(&config)?;
+            let settings = c.settings()?;
+            let server = match &c.server {
+                Some(s) => Some(Target::parse(s).with_context(|| format!("--server {s:?}"))?),
+                None => None,
+            };
+            if server.is_some() || !settings.is_empty() {
+                connector = Arc::new(Pinned::new(connector, settings, server));
+            }
             let listener =
-                bind_tcp(*listen).with_context(|| format!("cannot listen on {listen}"))?;
-            tracing::info!("{transport} client: SOCKS5 on {}", listener.local_addr()?);
+                bind_tcp(c.listen).with_context(|| format!("cannot listen on {}", c.listen))?;
+            tracing::info!(
+                "{} client: SOCKS5 on {}",
+                c.transport,
+                listener.local_addr()?
+            );
             socks_front::serve(
                 listener,
                 connector,
-                Arc::new(StatsCounter::new(transport.clone())),
+                Arc::new(StatsCounter::new(c.transport.clone())),
                 shutdown.clone(),
                 SocksLimits::default(),
             );
         }
-        Command::Server {
-            transport,
-            listen,
-            target,
-        } => {
-            let t = registry.server(transport).with_context(|| {
+        Command::Server(sv) => {
+            let t = registry.server(&sv.transport).with_context(|| {
                 format!(
-                    "unknown transport {transport:?}; known: {}",
+                    "unknown transport {:?}; known: {}",
+                    sv.transport,
                     registry.server_names().join(", ")
                 )
             })?;
-            let target = Target::parse(target).with_context(|| format!("--target {target:?}"))?;
+            let target =
+                Target::parse(&sv.target).with_context(|| format!("--target {:?}", sv.target))?;
+            let options = sv.options()?;
+            if options.get("acme-hostnames").is_some() {
+                ptkit_tor::env::make_state_dir(&sv.state_dir).with_context(|| {
+                    format!("cannot create --state-dir {}", sv.state_dir.display())
+                })?;
+            }
             let listener = t
                 .listen(ServerConfig {
-                    listen: *listen,
-                    options: Default::default(),
-                    state_dir: None,
+                    listen: sv.listen,
+                    options,
+                    state_dir: Some(sv.state_dir.clone()),
                 })
                 .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
+                .with_context(|| {
+                    format!("cannot start the {} server on {}", sv.transport, sv.listen)
+                })?;
+            let args = listener.client_args();
             tracing::info!(
-                "{transport} server on {}, forwarding to {}",
+                "{} server on {}, forwarding to {}{}",
+                sv.transport,
                 listener.local_addr()?,
-                ptkit_core::redact::sensitive(&target)
+                ptkit_core::redact::sensitive(&target),
+                if args.is_empty() {
+                    String::new()
+                } else {
+                    format!("; clients need: {}", args.encode_client())
+                }
             );
             let upstream = Arc::new(TcpUpstream {
                 target,
@@ -274,7 +417,7 @@ async fn run_standalone(cli: &Cli) -> anyhow::Result<i32> {
             proxy(
                 listener,
                 upstream,
-                Arc::new(StatsCounter::new(transport.clone())),
+                Arc::new(StatsCounter::new(sv.transport.clone())),
                 shutdown.clone(),
                 ServerLimits::default(),
             );
