@@ -156,10 +156,11 @@ impl Line {
             }
             Line::SmethodError(n, m) => format!("SMETHOD-ERROR {} {}", clean(n), clean(m)),
             Line::SmethodsDone => "SMETHODS DONE".into(),
+            // tor rejects a value that decodes to NUL, dropping the whole line: never send one.
             Line::Log(sev, msg) => format!(
                 "LOG SEVERITY={} MESSAGE={}",
                 sev.as_str(),
-                cstring::encode(msg.as_bytes())
+                cstring::encode(msg.replace('\0', "?").as_bytes())
             ),
             Line::Status(transport, kv) => {
                 let mut out = String::from("STATUS");
@@ -175,7 +176,7 @@ impl Line {
                             .collect::<String>(),
                     );
                     out.push('=');
-                    out.push_str(&cstring::encode(v.as_bytes()));
+                    out.push_str(&cstring::encode(v.replace('\0', "?").as_bytes()));
                 }
                 out
             }
@@ -519,6 +520,18 @@ mod tests {
             Line::EnvError("bad\nthing é".into()).render(),
             "ENV-ERROR bad?thing ?"
         );
+    }
+
+    /// Found by the host_lines fuzz target: a NUL made tor drop the whole LOG line.
+    #[test]
+    fn q4_nul_in_log_and_status_values_is_replaced() {
+        let line = Line::Log(Severity::Debug, "a\0b".into()).render();
+        assert_eq!(
+            parse_host_line(&line).unwrap(),
+            HostLine::Log(Severity::Debug, "a?b".into())
+        );
+        let st = Line::Status(None, vec![("K".into(), "\0".into())]).render();
+        assert!(parse_host_line(&st).is_ok(), "{st}");
     }
 
     #[test]

@@ -181,6 +181,9 @@ pub struct Base64Reassembler {
     carry_len: usize,
     padded: bool,
     total: usize,
+    // Over the limit: output is no longer kept, but the rest of the message is still
+    // validated so the close code does not depend on how the message was fragmented.
+    too_big: bool,
 }
 
 impl Base64Reassembler {
@@ -192,6 +195,7 @@ impl Base64Reassembler {
             carry_len: 0,
             padded: false,
             total: 0,
+            too_big: false,
         }
     }
 
@@ -240,6 +244,8 @@ impl Base64Reassembler {
     }
 
     /// Ends the message: decodes a final unpadded group, then resets for the next message.
+    /// Invalid base64 anywhere in the message is 1007; otherwise more than `limit` decoded
+    /// bytes is 1009 — whatever the fragmentation.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), CloseReason> {
         let carry_len = std::mem::replace(&mut self.carry_len, 0);
         let result = match carry_len {
@@ -250,32 +256,33 @@ impl Base64Reassembler {
                 self.decode_groups(&group[..carry_len], out)
             }
         };
+        let too_big = std::mem::replace(&mut self.too_big, false);
         self.padded = false;
         self.total = 0;
-        result
+        match result {
+            Ok(()) if too_big => Err(CloseReason::TOO_BIG),
+            other => other,
+        }
     }
 
     /// Decodes `text`: whole groups, or the final unpadded partial group.
     fn decode_groups(&mut self, text: &[u8], out: &mut Vec<u8>) -> Result<(), CloseReason> {
         let pad = text.iter().rev().take_while(|&&b| b == b'=').count();
-        let data_chars = text.len() - pad.min(text.len());
-        // Exact decoded size when the text is valid; an invalid text fails below anyway.
-        let decoded = data_chars / 4 * 3 + (data_chars % 4).saturating_sub(1);
-        let new_total = self
-            .total
-            .checked_add(decoded)
-            .ok_or(CloseReason::TOO_BIG)?;
-        if new_total > self.limit {
-            return Err(CloseReason::TOO_BIG);
-        }
         let start = out.len();
+        // `text` is bounded by the frame limit, so this scratch space is too.
         out.resize(start + text.len().div_ceil(4) * 3, 0);
         match DECODER.decode_slice(text, &mut out[start..]) {
             Ok(n) => {
                 out.truncate(start + n);
-                self.total = self.total.saturating_add(n);
                 if pad > 0 {
                     self.padded = true;
+                }
+                match self.total.checked_add(n) {
+                    Some(t) if !self.too_big && t <= self.limit => self.total = t,
+                    _ => {
+                        self.too_big = true;
+                        out.truncate(start);
+                    }
                 }
                 Ok(())
             }
@@ -342,6 +349,21 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
+
+    /// Found by the websocket_base64 fuzz target: an oversize message with invalid base64 got
+    /// 1009 or 1007 depending on how it was fragmented. Invalid text now always wins.
+    #[test]
+    fn proposal_close_code_does_not_depend_on_fragmentation() {
+        fuzz_base64(&[
+            0x03, 0x03, 0x00, 0x01, 0x53, 0x00, 0x01, 0x53, 0x47, 0x56, 0x73, 0x62, 0x47, 0x38,
+            0x3d,
+        ]);
+        assert_eq!(
+            decode_base64(b"SGVsbG8=SGVs!", 3),
+            Err(CloseReason::BAD_BASE64)
+        );
+        assert_eq!(decode_base64(b"SGVsbG8=", 3), Err(CloseReason::TOO_BIG));
+    }
 
     /// Proposal, "The base64 subprotocol": the 5-byte message "Hello" is `SGVsbG8=`.
     #[test]

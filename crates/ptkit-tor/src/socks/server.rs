@@ -303,7 +303,13 @@ impl Handshake {
                 3 => {
                     let len = r.u8()?;
                     let name = r.take(usize::from(len))?;
-                    Some(Host::Name(String::from_utf8_lossy(name).into_owned()))
+                    // Invalid UTF-8 becomes an empty name, refused below like an empty one:
+                    // nothing could resolve it, and a lossy copy could exceed 255 bytes.
+                    Some(Host::Name(
+                        std::str::from_utf8(name)
+                            .map(str::to_owned)
+                            .unwrap_or_default(),
+                    ))
                 }
                 _ => None,
             };
@@ -334,7 +340,7 @@ impl Handshake {
         };
         if matches!(&host, Host::Name(n) if n.is_empty()) {
             return Err(fail(
-                ErrorKind::Malformed("empty domain name"),
+                ErrorKind::Malformed("empty or non-UTF-8 domain name"),
                 reply_v5(Reply::GeneralFailure),
             ));
         }
@@ -385,7 +391,10 @@ impl Handshake {
             if name.len() > ptkit_core::target::MAX_HOST_LEN {
                 return reject(ErrorKind::TooLong);
             }
-            Host::Name(String::from_utf8_lossy(name).into_owned())
+            let Ok(name) = std::str::from_utf8(name) else {
+                return reject(ErrorKind::Malformed("host name is not UTF-8"));
+            };
+            Host::Name(name.to_owned())
         } else {
             Host::Ip(IpAddr::V4(Ipv4Addr::from(ip)))
         };
@@ -626,6 +635,15 @@ mod tests {
             reply_v4(false, &Target::parse("[::1]:4660").unwrap()),
             hex!("00 5b 12 34 00 00 00 00")
         );
+    }
+
+    #[test]
+    fn s4_non_utf8_host_names_are_refused() {
+        let mut v5 = hex!("05 01 00 03 02 ff fe").to_vec();
+        v5.extend(hex!("0050"));
+        assert_eq!(request(&v5).0, hex!("05 00 05 01 00 01 00000000 0000"));
+        let v4a = b"\x04\x01\x00\x50\x00\x00\x00\x01\x00\xff\xfe\x00";
+        assert_eq!(run(v4a).0, hex!("00 5b 00 50 00 00 00 00"));
     }
 
     #[test]
