@@ -34,7 +34,7 @@ step() {
 # Debian packages of the real peers: tor (client and bridge), obfs4proxy and snowflake-client
 # (third-party PTs for the host side).
 install_peers() {
-  local want=(tor obfs4proxy snowflake-client pebble websockify python3-websockets)
+  local want=(tor obfs4proxy snowflake-client pebble websockify python3-websockets chromium)
   local missing=()
   for p in "${want[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
