@@ -373,3 +373,81 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
 pub fn stream_error(e: &io::Error) -> Option<&StreamError> {
     e.get_ref()?.downcast_ref::<StreamError>()
 }
+
+/// Entry point for a fuzz target over the server's frame and message path: `data[0]` picks
+/// the framing, the rest is sent as raw client bytes (after the upgrade) into a server-side
+/// [`WsStream`] with a 1500-byte limit over an in-memory pipe. Panics if the stream yields
+/// more than the bytes it was sent, or ends with a close code outside RFC 6455's set for
+/// these failures.
+pub fn fuzz_server_frames(data: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some((&mode, frames)) = data.split_first() else {
+        return;
+    };
+    let framing = if mode % 2 == 0 {
+        Framing::Binary
+    } else {
+        Framing::Base64
+    };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (config, limits) = ws_settings(framing, crate::proto::MIN_MESSAGE_LIMIT);
+        let ws = tokio_websockets::ServerBuilder::new()
+            .config(config)
+            .limits(limits)
+            .serve(server);
+        let mut stream = WsStream::new(ws, framing, crate::proto::MIN_MESSAGE_LIMIT);
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let input = frames.to_vec();
+        let feeder = async move {
+            let _ = client_write.write_all(&input).await;
+            let _ = client_write.shutdown().await;
+            // Keep our half open while the server answers.
+            std::future::pending::<()>().await;
+        };
+        let drain = async move {
+            let mut sink = [0u8; 4096];
+            while matches!(client_read.read(&mut sink).await, Ok(n) if n > 0) {}
+            std::future::pending::<()>().await;
+        };
+        let read_all = async {
+            let mut got = 0usize;
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) => return (got, None),
+                    Ok(n) => got += n,
+                    Err(e) => return (got, stream_error(&e).and_then(|s| s.code)),
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            tokio::select! {
+                r = read_all => r,
+                _ = feeder => unreachable!(),
+                _ = drain => unreachable!(),
+            }
+        })
+        .await;
+        if let Ok((got, code)) = outcome {
+            // Masking and base64 only ever shrink or keep the payload.
+            assert!(
+                got <= frames.len(),
+                "read {got} bytes from {} input bytes",
+                frames.len()
+            );
+            if let Some(code) = code {
+                assert!(
+                    matches!(code, 1000..=1003 | 1007..=1011),
+                    "unexpected close code {code}"
+                );
+            }
+        }
+    });
+}
