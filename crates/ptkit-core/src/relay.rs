@@ -13,9 +13,13 @@ use std::any::Any;
 use crate::stats::StatsCounter;
 use crate::transport::Stream;
 
-/// Default buffer per direction. Large enough that a loopback relay is not syscall-bound,
-/// small enough for thousands of open tunnels.
+/// Default buffer per direction once a connection carries bulk data. Large enough that a
+/// loopback relay is not syscall-bound.
 pub const DEFAULT_RELAY_BUFFER: usize = 32 * 1024;
+
+/// Buffer per direction until a read fills it: idle and interactive tunnels stay small
+/// (thousands of idle tunnels are the common case on a bridge).
+pub const INITIAL_RELAY_BUFFER: usize = 2 * 1024;
 
 /// Relay knobs.
 #[derive(Debug, Clone)]
@@ -47,6 +51,8 @@ pub struct RelayTotals {
 
 struct Direction {
     buf: Box<[u8]>,
+    max: usize,
+    last_read_full: bool,
     pos: usize,
     cap: usize,
     read_done: bool,
@@ -57,8 +63,11 @@ struct Direction {
 
 impl Direction {
     fn new(size: usize) -> Self {
+        let max = size.max(1);
         Direction {
-            buf: vec![0; size.max(1)].into_boxed_slice(),
+            buf: vec![0; INITIAL_RELAY_BUFFER.min(max)].into_boxed_slice(),
+            max,
+            last_read_full: false,
             pos: 0,
             cap: 0,
             read_done: false,
@@ -81,6 +90,10 @@ impl Direction {
     {
         loop {
             if self.pos == self.cap && !self.read_done {
+                if self.last_read_full && self.buf.len() < self.max {
+                    // Bulk data: switch to the full-size buffer once.
+                    self.buf = vec![0; self.max].into_boxed_slice();
+                }
                 let mut rb = ReadBuf::new(&mut self.buf);
                 match reader.as_mut().poll_read(cx, &mut rb) {
                     Poll::Ready(Ok(())) => {
@@ -90,6 +103,7 @@ impl Direction {
                         } else {
                             self.pos = 0;
                             self.cap = n;
+                            self.last_read_full = n == self.buf.len();
                         }
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -256,5 +270,34 @@ mod tests {
             }
         );
         assert_eq!((snap.bytes_up, snap.bytes_down), (100_000, 22));
+    }
+
+    #[tokio::test]
+    async fn grows_from_the_small_buffer_without_losing_bytes() {
+        let (mut app_outer, mut app_inner) = duplex(64 * 1024);
+        let (mut net_inner, mut net_outer) = duplex(64 * 1024);
+        let task = tokio::spawn(async move {
+            relay(
+                &mut app_inner,
+                &mut net_inner,
+                &RelayConfig::default(),
+                None,
+            )
+            .await
+            .unwrap()
+        });
+        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i * 7 % 256) as u8).collect();
+        let d2 = data.clone();
+        tokio::spawn(async move {
+            app_outer.write_all(&d2).await.unwrap();
+            app_outer.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            app_outer.read_to_end(&mut rest).await.unwrap();
+        });
+        let mut got = Vec::new();
+        net_outer.read_to_end(&mut got).await.unwrap();
+        assert!(got == data);
+        net_outer.shutdown().await.unwrap();
+        assert_eq!(task.await.unwrap().up, 1_000_003);
     }
 }
