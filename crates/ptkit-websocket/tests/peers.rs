@@ -141,7 +141,14 @@ asyncio.run(main(sys.argv[1]))
 /// messages, echoed byte-exact; a Ping is answered.
 #[tokio::test]
 async fn peer_python_websockets_base64_client_our_server() {
-    let has_module = std::process::Command::new("python3")
+    // Debian's interpreter sees Debian's python3-websockets; a pyenv `python3` first on PATH
+    // would not.
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let has_module = std::process::Command::new(python)
         .args(["-c", "import websockets"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -156,7 +163,7 @@ async fn peer_python_websockets_base64_client_our_server() {
         let mut srv = echo_server(Args::new()).await;
         let out = tokio::time::timeout(
             Duration::from_secs(50),
-            Command::new("python3")
+            Command::new(python)
                 .args(["-c", PY_CLIENT, &format!("ws://{}/", srv.addr)])
                 .kill_on_drop(true)
                 .output(),
