@@ -1,0 +1,3 @@
+//! # ptkit-ipc
+//!
+//! Placeholder: being written.
