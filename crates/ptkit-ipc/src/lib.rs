@@ -1,3 +1,19 @@
 //! # ptkit-ipc
 //!
-//! Placeholder: being written.
+//! The Pluggable Transports 2.x/3.0 dispatcher IPC, sans-IO (no sockets, no processes):
+//!
+//! - [`version`]: `-ptversion` / `TOR_PT_MANAGED_TRANSPORT_VER` negotiation;
+//! - [`flags`]: the dispatcher command line (Go `flag` syntax) with `TOR_PT_*` fallback,
+//!   producing an [`flags::IpcConfig`];
+//! - [`options`]: `-options` / `-optionsFile` decoding (PT 1.0 microformat or JSON);
+//! - [`socks_auth`]: SOCKS5 per-connection settings, methods `0x80` and `0x09`;
+//! - [`lines`]: output lines, their streams and sysexits codes, both `LOG` syntaxes and the
+//!   `CMESSAGE`/`SMESSAGE` signals channel.
+//!
+//! Section numbers in docs and test names refer to `shared/specs/pt2-websocket-quic.md`.
+
+pub mod flags;
+pub mod lines;
+pub mod options;
+pub mod socks_auth;
+pub mod version;
