@@ -249,27 +249,24 @@ impl IpcLine {
     pub fn render(&self, dialect: Dialect) -> String {
         match self {
             IpcLine::Version(t) => format!("VERSION {}", clean_ascii(t)),
-            IpcLine::VersionError => "VERSION-ERROR no-version".into(),
-            IpcLine::EnvError(m) => format!("ENV-ERROR {}", clean_ascii(m)),
-            IpcLine::ProxyDone => "PROXY DONE".into(),
-            IpcLine::ProxyError(m) => format!("PROXY-ERROR {}", clean_ascii(m)),
+            // Lines PT 1.0 already defines are rendered by ptkit-tor: one renderer.
+            IpcLine::VersionError => Pt1Line::VersionError.render(),
+            IpcLine::EnvError(m) => Pt1Line::EnvError(m.clone()).render(),
+            IpcLine::ProxyDone => Pt1Line::ProxyDone.render(),
+            IpcLine::ProxyError(m) => Pt1Line::ProxyError(m.clone()).render(),
             IpcLine::Cmethod { name, mode, addr } => {
                 format!("CMETHOD {} {} {addr}", clean_ascii(name), mode.as_str())
             }
-            IpcLine::CmethodError(n, m) => {
-                format!("CMETHOD-ERROR {} {}", clean_ascii(n), clean_ascii(m))
-            }
-            IpcLine::CmethodsDone => "CMETHODS DONE".into(),
+            IpcLine::CmethodError(n, m) => Pt1Line::CmethodError(n.clone(), m.clone()).render(),
+            IpcLine::CmethodsDone => Pt1Line::CmethodsDone.render(),
             IpcLine::Smethod { name, addr, args } => Pt1Line::Smethod {
                 name: name.clone(),
                 addr: *addr,
                 args: args.clone(),
             }
             .render(),
-            IpcLine::SmethodError(n, m) => {
-                format!("SMETHOD-ERROR {} {}", clean_ascii(n), clean_ascii(m))
-            }
-            IpcLine::SmethodsDone => "SMETHODS DONE".into(),
+            IpcLine::SmethodError(n, m) => Pt1Line::SmethodError(n.clone(), m.clone()).render(),
+            IpcLine::SmethodsDone => Pt1Line::SmethodsDone.render(),
             IpcLine::Log(level, msg) => match dialect {
                 Dialect::Pt1 => Pt1Line::Log(level.severity(), msg.clone()).render(),
                 Dialect::Pt2 => format!("LOG {} {}", level.as_str(), clean_utf8(msg)),
