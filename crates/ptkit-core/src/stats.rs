@@ -28,6 +28,91 @@ pub struct Stats {
     pub errors: BTreeMap<String, u64>,
 }
 
+impl Stats {
+    /// The snapshot as one line of JSON (the schema every adapter exports).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Renders snapshots in the Prometheus text exposition format (version 0.0.4). Labels are
+/// only the transport name and the error kind: never addresses (cardinality and privacy).
+pub fn prometheus_text(all: &[Stats]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let metrics: [(&str, &str, &str, fn(&Stats) -> u64); 5] = [
+        (
+            "ptkit_connections_open",
+            "gauge",
+            "Connections relaying right now.",
+            |s| s.connections_open,
+        ),
+        (
+            "ptkit_connections_total",
+            "counter",
+            "Connections accepted or dialled since start.",
+            |s| s.connections_total,
+        ),
+        (
+            "ptkit_connections_failed_total",
+            "counter",
+            "Connections that failed before relaying.",
+            |s| s.connections_failed,
+        ),
+        (
+            "ptkit_bytes_up_total",
+            "counter",
+            "Bytes relayed from the application to the network side.",
+            |s| s.bytes_up,
+        ),
+        (
+            "ptkit_bytes_down_total",
+            "counter",
+            "Bytes relayed from the network to the application side.",
+            |s| s.bytes_down,
+        ),
+    ];
+    for (name, kind, help, get) in metrics {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in all {
+            let _ = writeln!(
+                out,
+                "{name}{{transport=\"{}\"}} {}",
+                escape_label(&s.transport),
+                get(s)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ptkit_errors_total Failures by kind.\n# TYPE ptkit_errors_total counter"
+    );
+    for s in all {
+        for (kind, n) in &s.errors {
+            let _ = writeln!(
+                out,
+                "ptkit_errors_total{{transport=\"{}\",kind=\"{}\"}} {n}",
+                escape_label(&s.transport),
+                escape_label(kind)
+            );
+        }
+    }
+    out
+}
+
 /// Live counters behind a [`Stats`] snapshot; cheap to update from many tasks.
 #[derive(Debug, Default)]
 pub struct StatsCounter {
@@ -110,6 +195,35 @@ impl Drop for OpenGuard<'_> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn prometheus_text_has_every_series_and_escapes_labels() {
+        let c = StatsCounter::new("we\"ird\\");
+        c.fail("dial");
+        c.add_up(7);
+        let text = prometheus_text(&[c.snapshot(), StatsCounter::new("plain").snapshot()]);
+        assert!(
+            text.contains("# TYPE ptkit_connections_open gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ptkit_bytes_up_total{transport=\"we\\\"ird\\\\\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ptkit_errors_total{transport=\"we\\\"ird\\\\\",kind=\"dial\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ptkit_connections_total{transport=\"plain\"} 0\n"),
+            "{text}"
+        );
+        // Every sample line is `name{labels} value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<u64>().is_ok(), "{line}");
+        }
+    }
 
     #[test]
     fn counts_and_serializes() {

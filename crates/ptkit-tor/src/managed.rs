@@ -282,10 +282,12 @@ pub enum ExitReason {
     StdinClosed,
 }
 
-/// Emits one `STATUS` line per transport with its counters.
+/// Emits one `STATUS` line per transport with its counters, and logs the JSON stats.
 pub fn report_stats(out: &LineWriter, stats: &[Arc<StatsCounter>]) {
     for s in stats {
         let snap = s.snapshot();
+        // The JSON schema every adapter shares, for whoever reads the log.
+        info!("stats {}", snap.to_json());
         out.send(&Line::Status(
             Some(snap.transport.clone()),
             vec![

@@ -4,4 +4,5 @@
 //! line that tests reuse. See the workspace README for operating it.
 
 pub mod demo;
+pub mod metrics;
 pub mod transports;
