@@ -48,12 +48,15 @@ fn escape_label(v: &str) -> String {
     out
 }
 
+/// One exported series: name, Prometheus type, help text, and how to read it.
+type Series = (&'static str, &'static str, &'static str, fn(&Stats) -> u64);
+
 /// Renders snapshots in the Prometheus text exposition format (version 0.0.4). Labels are
 /// only the transport name and the error kind: never addresses (cardinality and privacy).
 pub fn prometheus_text(all: &[Stats]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let metrics: [(&str, &str, &str, fn(&Stats) -> u64); 5] = [
+    let metrics: [Series; 5] = [
         (
             "ptkit_connections_open",
             "gauge",
