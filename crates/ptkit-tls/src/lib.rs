@@ -35,6 +35,7 @@ mod certs;
 mod config;
 mod error;
 mod http01;
+pub mod options;
 mod resolver;
 
 pub use acme::{
