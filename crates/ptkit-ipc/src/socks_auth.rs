@@ -30,6 +30,14 @@
 //! trailing whitespace after `}` is not consumed. Draft 2's printed example is little-endian
 //! (an erratum); only big-endian is accepted.
 //!
+//! # Running it inside `ptkit_tor`'s SOCKS server
+//!
+//! [`SettingsReader`] implements [`SubNegotiation`], and [`methods`] /
+//! [`methods_with_limit`] build the [`MethodSet`] for `Handshake::with_methods` or
+//! `SocksLimits::methods`: `0x09`, then `0x80`, then PT 1.0's `0x02`, then `0x00` (the
+//! order of [`select_method`]). The handshake parses a CONNECT that follows the settings
+//! without waiting, and sends the settings' error reply in place of the CONNECT reply.
+//!
 //! Settings are a JSON object; values are flattened to strings by
 //! [`crate::options::json_to_string`] (`null` omitted) and empty keys are refused (0x13). A
 //! zero length is empty settings.
@@ -37,6 +45,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use ptkit_core::{Args, Host, Target};
+use ptkit_tor::socks::server::{ErrorKind, MethodSet, SubNegotiation, SubStep};
 use serde_json::Value;
 
 use crate::options::flatten;
@@ -422,6 +431,58 @@ impl SettingsReader {
         }
         Ok(flatten(&map))
     }
+}
+
+impl SubNegotiation for SettingsReader {
+    fn step(&mut self, input: &[u8]) -> SubStep {
+        match SettingsReader::step(self, input) {
+            Ok(Action {
+                drain,
+                finished: None,
+                ..
+            }) => SubStep::Need { drain },
+            Ok(Action {
+                drain,
+                reply,
+                finished: Some(args),
+            }) => SubStep::Done { drain, reply, args },
+            Err(e) => SubStep::Failed {
+                kind: settings_error_kind(&e.kind),
+                reply: e.reply,
+            },
+        }
+    }
+
+    fn timed_out(&mut self) -> Vec<u8> {
+        SettingsReader::timed_out(self).reply
+    }
+}
+
+/// The SOCKS server's error for a settings failure (label = [`SettingsErrorKind::kind`]).
+pub fn settings_error_kind(kind: &SettingsErrorKind) -> ErrorKind {
+    ErrorKind::SubNegotiation {
+        label: kind.kind(),
+        message: kind.to_string(),
+    }
+}
+
+/// The PT 2.x settings methods with the [`DEFAULT_MAX_SETTINGS`] limit: see
+/// [`methods_with_limit`].
+pub fn methods() -> MethodSet {
+    methods_with_limit(DEFAULT_MAX_SETTINGS)
+}
+
+/// SOCKS5 methods `0x09` (u32-BE-length JSON), `0x80` (sniffed: Draft-2 length-prefixed or
+/// unframed JSON), then PT 1.0's `0x02` and `0x00`, in that order of preference; settings
+/// above `limit` bytes are refused with REP `0x10`.
+pub fn methods_with_limit(limit: usize) -> MethodSet {
+    MethodSet::pt1()
+        .with_method(METHOD_JSON_PARAMETER_BLOCK, move || {
+            Box::new(SettingsReader::with_limit(Framing::LengthPrefixed, limit))
+        })
+        .with_method(METHOD_JSON_LEGACY, move || {
+            Box::new(SettingsReader::with_limit(Framing::Sniff, limit))
+        })
 }
 
 /// Feeds `chunks` to a fresh reader (tests and fuzzing): the replies sent, the outcome, and

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::socks::Reply;
-use crate::socks::server::{ErrorKind, Handshake, Request, reply_for};
+use crate::socks::server::{ErrorKind, Handshake, MethodSet, Request, reply_for};
 
 /// Limits of the SOCKS port.
 #[derive(Debug, Clone)]
@@ -30,6 +30,19 @@ pub struct SocksLimits {
     pub max_connections: usize,
     /// Relay buffers.
     pub relay: RelayConfig,
+    /// SOCKS5 methods offered; `None` is PT 1.0's `0x02`/`0x00` ([`Handshake::new`]). Set
+    /// it to add e.g. PT 2.x settings methods (`ptkit_ipc::socks_auth::methods()`).
+    pub methods: Option<MethodSet>,
+}
+
+impl SocksLimits {
+    /// A fresh handshake with the configured methods.
+    pub fn handshake(&self) -> Handshake {
+        match &self.methods {
+            Some(m) => Handshake::with_methods(m.clone()),
+            None => Handshake::new(),
+        }
+    }
 }
 
 impl Default for SocksLimits {
@@ -40,6 +53,7 @@ impl Default for SocksLimits {
             max_handshake_bytes: 4096,
             max_connections: 16 * 1024,
             relay: RelayConfig::default(),
+            methods: None,
         }
     }
 }
@@ -59,13 +73,23 @@ pub enum SocksFrontError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads and answers a SOCKS handshake on `stream`; returns the request once complete.
-/// Failure replies are sent before returning an error.
+/// Reads and answers a SOCKS handshake on `stream` with the methods in `limits`; returns the
+/// request once complete. Failure replies are sent before returning an error.
 pub async fn read_request(
     stream: &mut TcpStream,
     limits: &SocksLimits,
 ) -> Result<Request, SocksFrontError> {
-    let mut hs = Handshake::new();
+    let mut hs = limits.handshake();
+    drive_handshake(stream, &mut hs, limits).await
+}
+
+/// Runs `hs` over `stream` until it returns a request. Failure replies are sent before
+/// returning an error; on a timeout around this call, send [`Handshake::timed_out`]'s reply.
+pub async fn drive_handshake(
+    stream: &mut TcpStream,
+    hs: &mut Handshake,
+    limits: &SocksLimits,
+) -> Result<Request, SocksFrontError> {
     let mut buf = BytesMut::with_capacity(512);
     loop {
         if buf.len() >= limits.max_handshake_bytes {
@@ -113,27 +137,30 @@ pub async fn serve_connection(
     limits: SocksLimits,
 ) {
     let _open = stats.open();
-    let request =
-        match tokio::time::timeout(limits.handshake_timeout, read_request(&mut stream, &limits))
-            .await
-        {
-            Ok(Ok(r)) => r,
-            Ok(Err(SocksFrontError::Handshake(kind))) => {
-                stats.fail(kind.label());
-                info!("SOCKS handshake failed: {kind}");
-                return;
+    let mut hs = limits.handshake();
+    let handshake = drive_handshake(&mut stream, &mut hs, &limits);
+    let request = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(SocksFrontError::Handshake(kind))) => {
+            stats.fail(kind.label());
+            info!("SOCKS handshake failed: {kind}");
+            return;
+        }
+        Ok(Err(e)) => {
+            stats.fail("socks_io");
+            debug!("SOCKS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            stats.fail("socks_timeout");
+            info!("SOCKS handshake timed out");
+            let reply = hs.timed_out();
+            if !reply.is_empty() {
+                let _ = stream.write_all(&reply).await;
             }
-            Ok(Err(e)) => {
-                stats.fail("socks_io");
-                debug!("SOCKS handshake failed: {e}");
-                return;
-            }
-            Err(_) => {
-                stats.fail("socks_timeout");
-                info!("SOCKS handshake timed out");
-                return;
-            }
-        };
+            return;
+        }
+    };
     let connecting = connector.connect(&request.args, Some(request.target.clone()));
     let outcome = match tokio::time::timeout(limits.connect_timeout, connecting).await {
         Ok(r) => r,
@@ -206,4 +233,101 @@ pub fn serve(
             });
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::socks::server::{SubNegotiation, SubStep};
+    use ptkit_core::transport::{BoxFuture, Conn};
+    use ptkit_core::{Args, Target};
+    use std::sync::Mutex;
+
+    /// A stand-in for PT 2.x settings: one length byte, then `k=v` PT 1.0 arguments.
+    struct LenPrefixed;
+
+    impl SubNegotiation for LenPrefixed {
+        fn step(&mut self, input: &[u8]) -> SubStep {
+            let Some((&len, rest)) = input.split_first() else {
+                return SubStep::Need { drain: 0 };
+            };
+            let len = usize::from(len);
+            if rest.len() < len {
+                return SubStep::Need { drain: 0 };
+            }
+            match Args::parse_client(&rest[..len]) {
+                Ok(args) => SubStep::Done {
+                    drain: 1 + len,
+                    reply: Vec::new(),
+                    args,
+                },
+                Err(e) => SubStep::Failed {
+                    reply: vec![5, 0x12, 0, 1, 0, 0, 0, 0, 0, 0],
+                    kind: ErrorKind::SubNegotiation {
+                        label: "test",
+                        message: e.to_string(),
+                    },
+                },
+            }
+        }
+    }
+
+    struct Recorder(Mutex<Vec<(Args, Option<Target>)>>);
+
+    impl Connector for Recorder {
+        fn name(&self) -> &str {
+            "recorder"
+        }
+        fn is_bound(&self) -> bool {
+            false
+        }
+        fn connect(
+            &self,
+            settings: &Args,
+            dest: Option<Target>,
+        ) -> BoxFuture<'static, Result<Conn, TransportError>> {
+            self.0.lock().unwrap().push((settings.clone(), dest));
+            Box::pin(async {
+                let (a, _b) = tokio::io::duplex(64);
+                Ok(Box::new(a) as Conn)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn serve_with_extra_method_passes_settings_to_connector() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
+        let shutdown = Shutdown::new();
+        let limits = SocksLimits {
+            methods: Some(MethodSet::pt1().with_method(0x09, || Box::new(LenPrefixed))),
+            ..SocksLimits::default()
+        };
+        serve(
+            listener,
+            recorder.clone(),
+            Arc::new(StatsCounter::new("recorder")),
+            shutdown.clone(),
+            limits,
+        );
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(&[5, 2, 0, 9]).await.unwrap();
+        let mut sel = [0u8; 2];
+        c.read_exact(&mut sel).await.unwrap();
+        assert_eq!(sel, [5, 9]);
+        let mut rest = vec![3];
+        rest.extend(b"k=v");
+        rest.extend([5, 1, 0, 1, 127, 0, 0, 1, 0x23, 0x5a]);
+        c.write_all(&rest).await.unwrap();
+        let mut reply = [0u8; 10];
+        c.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, [5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        let calls = recorder.0.lock().unwrap().clone();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].0.get("k"), Some("v"));
+        assert_eq!(calls[0].1.as_ref().unwrap().to_string(), "127.0.0.1:9050");
+        shutdown.abort();
+    }
 }

@@ -3,8 +3,25 @@
 //! Feed everything received so far to [`Handshake::step`]; it says how many bytes it used,
 //! what to send back, and when the request is complete. It never reads past a message, never
 //! allocates more than the limits allow, and every failure comes with the reply to send.
+//!
+//! # Extra SOCKS5 methods
+//!
+//! [`Handshake::new`] offers PT 1.0's methods: `0x02` (username/password carrying the
+//! arguments) and `0x00`. [`Handshake::with_methods`] takes a [`MethodSet`] that may also
+//! offer other methods, each run by a [`SubNegotiation`] after the method selection (PT 2.x
+//! per-connection settings `0x09` and `0x80` live in `ptkit-ipc`, which implements the trait;
+//! this crate does not depend on it). Selection order: the extra methods in the order they
+//! were added, then `0x02`, then `0x00` (PT 2.x: `0x09` > `0x80` > `0x02` > `0x00`).
+//!
+//! Pipelining (item S-5) stays strict for the greeting and for PT 1.0 messages: the client
+//! must wait for each reply. A sub-negotiation that completes *without* a reply (PT 2.x
+//! settings have no auth-status message) lets the client send its CONNECT at once, so the
+//! bytes after it are parsed as the request in the same step; the ordinary rule then applies
+//! to the CONNECT itself.
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ptkit_core::reader::{Reader, UnexpectedEnd};
 use ptkit_core::{Args, Host, Target};
@@ -89,6 +106,14 @@ pub enum ErrorKind {
     /// The connection ended mid-handshake.
     #[error("connection closed during the SOCKS handshake")]
     Eof,
+    /// A [`SubNegotiation`] (extra SOCKS5 method) refused the client.
+    #[error("SOCKS method sub-negotiation failed: {message}")]
+    SubNegotiation {
+        /// Stable metrics label, returned by [`ErrorKind::label`].
+        label: &'static str,
+        /// Human-readable reason.
+        message: String,
+    },
 }
 
 impl ErrorKind {
@@ -105,14 +130,180 @@ impl ErrorKind {
             ErrorKind::Pipelined => "socks_pipelined",
             ErrorKind::TooLong => "socks_too_long",
             ErrorKind::Eof => "socks_eof",
+            ErrorKind::SubNegotiation { label, .. } => label,
         }
     }
 }
 
+/// The outcome of one [`SubNegotiation::step`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubStep {
+    /// More bytes are needed. `drain` bytes of the input were consumed (the sub-negotiation
+    /// keeps what it needs of them); they are not passed again.
+    Need {
+        /// Bytes of input consumed.
+        drain: usize,
+    },
+    /// The sub-negotiation is complete: `drain` bytes were consumed, `reply` (possibly
+    /// empty) goes to the client, and `args` become the request's arguments. Bytes after
+    /// `drain` are never consumed; they belong to the CONNECT request. With an empty
+    /// `reply` the client may send its CONNECT without waiting; with a non-empty one it must
+    /// wait for it (bytes past `drain` are then a pipelining error).
+    Done {
+        /// Bytes of input consumed.
+        drain: usize,
+        /// Bytes to send to the client.
+        reply: Vec<u8>,
+        /// The per-connection arguments carried by the method.
+        args: Args,
+    },
+    /// The client is refused: send `reply` (possibly empty) and close.
+    Failed {
+        /// Bytes to send before closing.
+        reply: Vec<u8>,
+        /// Why (usually [`ErrorKind::SubNegotiation`]).
+        kind: ErrorKind,
+    },
+}
+
+/// The exchange that follows the server's selection of an extra SOCKS5 method, sans-IO.
+///
+/// It receives only bytes after the method selection reply, and only bytes it has not
+/// consumed before; it must never consume bytes past its own messages.
+pub trait SubNegotiation: Send {
+    /// Consumes the next bytes of `input` (possibly empty).
+    fn step(&mut self, input: &[u8]) -> SubStep;
+
+    /// The reply to send when the driver's handshake timeout fires during this
+    /// sub-negotiation (empty: close without a reply).
+    fn timed_out(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+/// Builds a fresh [`SubNegotiation`] for each connection that selects the method.
+pub type SubFactory = Arc<dyn Fn() -> Box<dyn SubNegotiation> + Send + Sync>;
+
+/// The SOCKS5 methods a [`Handshake`] accepts, in preference order: the extra methods in the
+/// order they were added, then `0x02` username/password, then `0x00` no authentication.
+///
+/// SOCKS4 is unaffected. An extra method registered as `0x00` or `0x02` takes the place of
+/// the built-in one (it is checked first); `0xff` is never selected.
+#[derive(Clone)]
+pub struct MethodSet {
+    no_auth: bool,
+    username_password: bool,
+    extra: Vec<(u8, SubFactory)>,
+}
+
+impl fmt::Debug for MethodSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let extra: Vec<String> = self
+            .extra
+            .iter()
+            .map(|(m, _)| format!("{m:#04x}"))
+            .collect();
+        f.debug_struct("MethodSet")
+            .field("no_auth", &self.no_auth)
+            .field("username_password", &self.username_password)
+            .field("extra", &extra)
+            .finish()
+    }
+}
+
+impl Default for MethodSet {
+    fn default() -> Self {
+        Self::pt1()
+    }
+}
+
+impl MethodSet {
+    /// PT 1.0: `0x02` then `0x00`, no extra methods (what [`Handshake::new`] uses).
+    pub fn pt1() -> Self {
+        MethodSet {
+            no_auth: true,
+            username_password: true,
+            extra: Vec::new(),
+        }
+    }
+
+    /// No method at all (every SOCKS5 greeting gets `05 ff`); add some with the builders.
+    pub fn empty() -> Self {
+        MethodSet {
+            no_auth: false,
+            username_password: false,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Accepts `0x00` (no arguments) or not.
+    pub fn no_auth(mut self, allowed: bool) -> Self {
+        self.no_auth = allowed;
+        self
+    }
+
+    /// Accepts `0x02` (RFC 1929 carrying PT 1.0 arguments) or not.
+    pub fn username_password(mut self, allowed: bool) -> Self {
+        self.username_password = allowed;
+        self
+    }
+
+    /// Adds an extra method, preferred over the ones added later and over `0x02`/`0x00`.
+    /// Adding a method twice keeps the first registration. `0xff` is ignored.
+    pub fn with_method<F>(mut self, method: u8, factory: F) -> Self
+    where
+        F: Fn() -> Box<dyn SubNegotiation> + Send + Sync + 'static,
+    {
+        if method != 0xff && !self.extra.iter().any(|(m, _)| *m == method) {
+            self.extra.push((method, Arc::new(factory)));
+        }
+        self
+    }
+
+    /// The methods accepted, in preference order.
+    pub fn methods(&self) -> Vec<u8> {
+        let mut out: Vec<u8> = self.extra.iter().map(|(m, _)| *m).collect();
+        for (allowed, m) in [(self.username_password, 2u8), (self.no_auth, 0u8)] {
+            if allowed && !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    fn select(&self, offered: &[u8]) -> Option<Selected> {
+        if let Some((m, f)) = self.extra.iter().find(|(m, _)| offered.contains(m)) {
+            return Some(Selected::Extra(*m, f.clone()));
+        }
+        if self.username_password && offered.contains(&2) {
+            return Some(Selected::UsernamePassword);
+        }
+        if self.no_auth && offered.contains(&0) {
+            return Some(Selected::NoAuth);
+        }
+        None
+    }
+}
+
+enum Selected {
+    Extra(u8, SubFactory),
+    UsernamePassword,
+    NoAuth,
+}
+
+struct SubBox(Box<dyn SubNegotiation>);
+
+impl fmt::Debug for SubBox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SubNegotiation")
+    }
+}
+
+#[derive(Debug)]
 enum State {
     Start,
     Auth,
+    Sub(SubBox),
     Request { args: Args },
     Done,
 }
@@ -121,6 +312,7 @@ enum State {
 #[derive(Debug)]
 pub struct Handshake {
     state: State,
+    methods: MethodSet,
 }
 
 impl Default for Handshake {
@@ -162,14 +354,29 @@ fn fail(kind: ErrorKind, reply: Vec<u8>) -> HandshakeError {
 impl Handshake {
     /// A handshake waiting for the client's first byte.
     pub fn new() -> Self {
+        Self::with_methods(MethodSet::pt1())
+    }
+
+    /// A handshake accepting the SOCKS5 `methods` (SOCKS4 is always accepted).
+    pub fn with_methods(methods: MethodSet) -> Self {
         Handshake {
             state: State::Start,
+            methods,
         }
     }
 
     /// True once a request was returned.
     pub fn is_finished(&self) -> bool {
-        self.state == State::Done
+        matches!(self.state, State::Done)
+    }
+
+    /// The reply to send when the driver's handshake timeout fires (empty: none). During a
+    /// sub-negotiation this is its timeout reply (PT 2.x settings: `05 11 …`).
+    pub fn timed_out(&mut self) -> Vec<u8> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Sub(mut sub) => sub.0.timed_out(),
+            _ => Vec::new(),
+        }
     }
 
     /// Consumes the next message from `input` if it is complete.
@@ -181,6 +388,7 @@ impl Handshake {
         let result = match std::mem::replace(&mut self.state, State::Done) {
             State::Start => self.start(&mut r),
             State::Auth => self.auth(&mut r),
+            State::Sub(sub) => return self.sub(sub, input),
             State::Request { args } => self.request(&mut r, args),
             State::Done => {
                 return Err(fail(
@@ -211,6 +419,37 @@ impl Handshake {
         }
     }
 
+    fn sub(&mut self, mut sub: SubBox, input: &[u8]) -> Result<Action, HandshakeError> {
+        match sub.0.step(input) {
+            SubStep::Need { drain } => {
+                self.state = State::Sub(sub);
+                Ok(Action {
+                    drain: drain.min(input.len()),
+                    ..Action::default()
+                })
+            }
+            SubStep::Done { drain, reply, args } => {
+                let drain = drain.min(input.len());
+                self.state = State::Request { args };
+                if !reply.is_empty() {
+                    if drain < input.len() {
+                        return Err(fail(ErrorKind::Pipelined, Vec::new()));
+                    }
+                    return Ok(Action {
+                        drain,
+                        reply,
+                        finished: None,
+                    });
+                }
+                // No reply to wait for: the CONNECT may already follow.
+                let mut action = self.step(&input[drain..])?;
+                action.drain += drain;
+                Ok(action)
+            }
+            SubStep::Failed { reply, kind } => Err(fail(kind, reply)),
+        }
+    }
+
     fn need_more<T>(&mut self, state: State) -> Result<Option<T>, HandshakeError> {
         self.state = state;
         Ok(None)
@@ -230,15 +469,22 @@ impl Handshake {
                     Ok(m) => m,
                     Err(UnexpectedEnd) => return self.need_more(State::Start),
                 };
-                // Item S-2: prefer username/password (it carries the arguments).
-                if methods.contains(&2) {
-                    self.state = State::Auth;
-                    Ok(Some((vec![5, 2], None)))
-                } else if methods.contains(&0) {
-                    self.state = State::Request { args: Args::new() };
-                    Ok(Some((vec![5, 0], None)))
-                } else {
-                    Err(fail(ErrorKind::NoAcceptableMethod, vec![5, 0xff]))
+                // Item S-2: prefer username/password (it carries the arguments); extra
+                // methods come first (see `MethodSet`).
+                match self.methods.select(methods) {
+                    Some(Selected::Extra(m, factory)) => {
+                        self.state = State::Sub(SubBox(factory()));
+                        Ok(Some((vec![5, m], None)))
+                    }
+                    Some(Selected::UsernamePassword) => {
+                        self.state = State::Auth;
+                        Ok(Some((vec![5, 2], None)))
+                    }
+                    Some(Selected::NoAuth) => {
+                        self.state = State::Request { args: Args::new() };
+                        Ok(Some((vec![5, 0], None)))
+                    }
+                    None => Err(fail(ErrorKind::NoAcceptableMethod, vec![5, 0xff])),
                 }
             }
             4 => self.socks4(r),
@@ -416,7 +662,14 @@ impl Handshake {
 /// Runs a whole handshake over `input` delivered in the given chunks (tests and fuzzing).
 /// Returns the replies sent and the outcome.
 pub fn run_chunks(chunks: &[&[u8]]) -> (Vec<u8>, Result<Option<Request>, HandshakeError>) {
-    let mut hs = Handshake::new();
+    run_chunks_with(Handshake::new(), chunks)
+}
+
+/// [`run_chunks`] with a given handshake (e.g. [`Handshake::with_methods`]).
+pub fn run_chunks_with(
+    mut hs: Handshake,
+    chunks: &[&[u8]],
+) -> (Vec<u8>, Result<Option<Request>, HandshakeError>) {
     let mut buf: Vec<u8> = Vec::new();
     let mut replies = Vec::new();
     for chunk in chunks {
