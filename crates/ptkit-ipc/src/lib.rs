@@ -15,5 +15,6 @@
 pub mod flags;
 pub mod lines;
 pub mod options;
+pub mod run;
 pub mod socks_auth;
 pub mod version;

@@ -239,7 +239,90 @@ where
         .boxed())
 }
 
+/// Single-dash flags of the PT 2.x/3.0 dispatcher (`ptkit_ipc::flags`): when the first argument
+/// is one of them (`-name` or `-name=value`), ptkit runs as a dispatcher instead of parsing its
+/// own command line with clap.
+const IPC_FLAGS: &[&str] = &[
+    "ptversion",
+    "transports",
+    "transport",
+    "state",
+    "exit-on-stdin-close",
+    "proxy",
+    "options",
+    "optionsFile",
+    "bindaddr",
+    "bindhost",
+    "bindport",
+    "target",
+    "targethost",
+    "targetport",
+    "orport",
+    "extorport",
+    "authcookie",
+    "proxylistenaddr",
+    "proxylistenhost",
+    "proxylistenport",
+    "mode",
+    "client",
+    "server",
+    "ipcLogLevel",
+];
+
+/// Runs the PT 2.x/3.0 dispatcher (logs go to stderr only when RUST_LOG is set: stdout
+/// carries protocol lines only) and returns the exit code.
+fn run_ipc(argv: &[String]) -> i32 {
+    if let Ok(filter) = EnvFilter::try_from_default_env() {
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .init();
+    }
+    if !argv
+        .iter()
+        .any(|a| a.trim_start_matches('-').starts_with("exit-on-stdin-close"))
+    {
+        die_with_parent();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ptkit: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let get = |k: &str| std::env::var(k).ok();
+    let out = Arc::new(ptkit_ipc::run::IpcOut::std());
+    let code = runtime.block_on(ptkit_ipc::run::run(
+        argv,
+        &get,
+        &transports::registry(),
+        out,
+    ));
+    runtime.shutdown_background();
+    code
+}
+
 fn main() {
+    // PT 2.x/3.0 dispatcher flags (clap would reject them); TOR_PT_* without them stays
+    // Tor managed mode below, and subcommands stay standalone mode.
+    let argv: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if argv.first().is_some_and(|a| {
+        a.strip_prefix('-')
+            .map(|b| b.split_once('=').map_or(b, |(n, _)| n))
+            .is_some_and(|n| IPC_FLAGS.contains(&n))
+    }) {
+        std::process::exit(run_ipc(&argv));
+    }
     let cli = Cli::parse();
     ptkit_core::redact::set_unsafe_logging(cli.unsafe_logging);
     // Any TOR_PT_ variable means a PT host launched us: answer in the protocol, even when

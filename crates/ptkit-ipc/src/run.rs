@@ -1,0 +1,569 @@
+//! The dispatcher itself (spec §1.3): parse the command line, negotiate, announce and serve
+//! every requested transport, then follow the lifecycle. This is the I/O half of the crate;
+//! everything it decides comes from [`crate::flags`], [`crate::options`] and [`crate::lines`].
+//!
+//! Configuration errors (flags, `-mode`, options, state directory) are reported before the
+//! `VERSION` line, as one `VERSION-ERROR`/`ENV-ERROR` line, so a bad invocation produces exactly
+//! one line; `PROXY-ERROR` follows `VERSION` as the spec orders it.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ptkit_core::net::{DirectDialer, TcpUpstream, bind_tcp};
+use ptkit_core::relay::{RelayConfig, relay_streams};
+use ptkit_core::server::{ServerLimits, proxy};
+use ptkit_core::shutdown::Shutdown;
+use ptkit_core::{
+    Args, ClientConfig, Connector, Dialer, Registry, ServerConfig, StatsCounter, Target, Upstream,
+};
+use ptkit_tor::extorport::ExtOrUpstream;
+use ptkit_tor::proxy::{ProxyDialer, ProxyUrl};
+use ptkit_tor::socks_front::{self, SocksLimits};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::flags::{self, DEFAULT_PROXY_LISTEN, IpcConfig, IpcRole, Mode, OptionsSource};
+use crate::lines::{Dialect, EX_OK, IpcLine, Stream};
+use crate::options::{self, TransportOptions};
+
+/// Usage text printed on stderr for `-h` / `-help`.
+pub const USAGE: &str = "\
+usage: ptkit -ptversion V[,V…] (-client | -server) (-transports a,b | -transport a) [flags]
+flags: -state DIR -exit-on-stdin-close -proxy URI -options JSON|-optionsFile FILE
+       -bindaddr t-ip:port,… | -bindhost IP -bindport N
+       -target host:port | -targethost H -targetport N | -orport host:port
+       -extorport ip:port -authcookie FILE
+       -proxylistenaddr ip:port | -proxylistenhost IP -proxylistenport N
+       -mode socks5|transparent-TCP|transparent-UDP|STUN -ipcLogLevel NONE|ERROR|WARN|INFO|DEBUG";
+
+/// The two standard streams of the dispatcher; stdout carries only protocol lines.
+pub struct IpcOut {
+    stdout: Mutex<Box<dyn Write + Send>>,
+    stderr: Mutex<Box<dyn Write + Send>>,
+}
+
+impl std::fmt::Debug for IpcOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IpcOut")
+    }
+}
+
+impl IpcOut {
+    /// Writes to the given streams (tests: buffers).
+    pub fn new(stdout: Box<dyn Write + Send>, stderr: Box<dyn Write + Send>) -> Self {
+        IpcOut {
+            stdout: Mutex::new(stdout),
+            stderr: Mutex::new(stderr),
+        }
+    }
+
+    /// The process's stdout and stderr.
+    pub fn std() -> Self {
+        IpcOut::new(Box::new(std::io::stdout()), Box::new(std::io::stderr()))
+    }
+
+    /// Writes `text` and a newline to `stream`, flushed. Errors (parent gone) are ignored.
+    pub fn write(&self, stream: Stream, text: &str) {
+        let target = match stream {
+            Stream::Stdout => &self.stdout,
+            Stream::Stderr => &self.stderr,
+        };
+        if let Ok(mut w) = target.lock() {
+            let _ = w.write_all(format!("{text}\n").as_bytes());
+            let _ = w.flush();
+        }
+    }
+
+    /// Renders `line` in `dialect` and writes it to its stream (§1.3.2).
+    pub fn send(&self, line: &IpcLine, dialect: Dialect) {
+        self.write(line.stream(dialect), &line.render(dialect));
+    }
+
+    /// Writes a fatal line and returns its exit code.
+    fn fatal(&self, line: &IpcLine, dialect: Dialect) -> i32 {
+        self.send(line, dialect);
+        line.exit_code(dialect).unwrap_or(EX_OK)
+    }
+}
+
+/// Runs the dispatcher for `argv` (without the program name) and returns the exit code.
+/// `get_env` supplies the `TOR_PT_*` fallback (read only before 3.0).
+pub async fn run(
+    argv: &[String],
+    get_env: &dyn Fn(&str) -> Option<String>,
+    registry: &Registry,
+    out: Arc<IpcOut>,
+) -> i32 {
+    let cfg = match flags::parse(argv, get_env) {
+        Ok(c) => c,
+        Err(e) => {
+            match e.line() {
+                Some(line) => out.write(e.stream(), &line.render(e.dialect)),
+                None => out.write(Stream::Stderr, USAGE),
+            }
+            return e.exit_code();
+        }
+    };
+    let d = cfg.version.version.dialect();
+    let env_error = |m: String| out.fatal(&IpcLine::EnvError(m), d);
+
+    if cfg.role == IpcRole::Client {
+        match cfg.mode {
+            Mode::Socks5 => {}
+            Mode::TransparentTcp if cfg.target.is_none() => {
+                return env_error("missing -target (required with -mode transparent-TCP)".into());
+            }
+            Mode::TransparentTcp => {}
+            Mode::TransparentUdp | Mode::Stun => {
+                return env_error(format!("-mode {} is not supported yet", cfg.mode.as_str()));
+            }
+        }
+    }
+    // 2.2+: `-options` is JSON only (§1.3.1); before, the microformat (or sniffed JSON).
+    let loaded = match &cfg.options {
+        Some(OptionsSource::Inline(s)) if cfg.version.version.json_options() => {
+            options::decode_json(s, &cfg.transports)
+        }
+        Some(src) => options::load(src, &cfg.transports, &|p| std::fs::read_to_string(p)),
+        None => Ok(TransportOptions::new()),
+    };
+    let options = match loaded {
+        Ok(o) => o,
+        Err(e) => return env_error(e.to_string()),
+    };
+    let state_dir = match &cfg.state_dir {
+        Some(p) => p.clone(),
+        None => match std::env::current_dir() {
+            Ok(p) => p,
+            Err(e) => return env_error(format!("cannot find the current directory: {e}")),
+        },
+    };
+    if let Err(e) = ptkit_tor::env::make_state_dir(&state_dir) {
+        return env_error(format!(
+            "cannot create state directory {}: {e}",
+            state_dir.display()
+        ));
+    }
+
+    out.send(&cfg.version.line(), d);
+    let shutdown = Shutdown::new();
+    let ctx = Ctx {
+        cfg: &cfg,
+        registry,
+        out: &out,
+        d,
+        options,
+        state_dir,
+        shutdown: shutdown.clone(),
+    };
+    let started = match cfg.role {
+        IpcRole::Client => ctx.start_client(),
+        IpcRole::Server => {
+            ctx.start_server().await;
+            Ok(())
+        }
+    };
+    if let Err(code) = started {
+        return code;
+    }
+    match wait(&shutdown, cfg.exit_on_stdin_close).await {
+        Ok(()) => {
+            shutdown.drained(Duration::from_secs(2)).await;
+            EX_OK
+        }
+        Err(e) => {
+            warn!("cannot watch signals: {e}");
+            shutdown.abort();
+            EX_OK
+        }
+    }
+}
+
+struct Ctx<'a> {
+    cfg: &'a IpcConfig,
+    registry: &'a Registry,
+    out: &'a IpcOut,
+    d: Dialect,
+    options: TransportOptions,
+    state_dir: PathBuf,
+    shutdown: Shutdown,
+}
+
+impl Ctx<'_> {
+    fn names(&self, known: Vec<String>) -> Vec<String> {
+        if self.cfg.transports.iter().any(|t| t == "*") {
+            known
+        } else {
+            self.cfg.transports.clone()
+        }
+    }
+
+    fn opts(&self, name: &str) -> Args {
+        self.options.get(name).cloned().unwrap_or_default()
+    }
+
+    /// PT 1.0: methods `0x02`/`0x00` only; 2.x/3.0 add the settings methods `0x09` and
+    /// `0x80` (§1.3.3).
+    fn socks_limits(&self) -> SocksLimits {
+        SocksLimits {
+            methods: match self.d {
+                Dialect::Pt1 => None,
+                Dialect::Pt2 => Some(crate::socks_auth::methods()),
+            },
+            ..SocksLimits::default()
+        }
+    }
+
+    /// `Err(code)`: a fatal line (`PROXY-ERROR`) was printed.
+    fn start_client(&self) -> Result<(), i32> {
+        let direct = DirectDialer::default();
+        let dialer: Arc<dyn Dialer> = match &self.cfg.proxy {
+            Some(uri) => match ProxyUrl::parse(uri) {
+                Ok(p) => {
+                    self.out.send(&IpcLine::ProxyDone, self.d);
+                    Arc::new(ProxyDialer {
+                        proxy: Arc::new(p),
+                        direct,
+                    })
+                }
+                Err(e) => return Err(self.out.fatal(&IpcLine::ProxyError(e.to_string()), self.d)),
+            },
+            None => Arc::new(direct),
+        };
+        for name in self.names(self.registry.client_names()) {
+            let Some(transport) = self.registry.client(&name) else {
+                // Unknown transports are skipped silently (§1.3.2).
+                info!("skipping unknown transport {name:?}");
+                continue;
+            };
+            let mode = self.cfg.mode;
+            // 3.0: options apply to clients too. In socks5 mode they configure the
+            // transport; in transparent mode they are each connection's settings.
+            let (config_opts, settings) = match mode {
+                Mode::Socks5 => (self.opts(&name), Args::new()),
+                _ => (Args::new(), self.opts(&name)),
+            };
+            let config = ClientConfig {
+                options: config_opts,
+                state_dir: Some(self.state_dir.clone()),
+                dialer: Some(dialer.clone()),
+            };
+            let started = (|| {
+                let connector = transport.connector(&config).map_err(|e| e.to_string())?;
+                let listen = match self.cfg.proxy_listen {
+                    Some(a) => a,
+                    None => DEFAULT_PROXY_LISTEN
+                        .parse::<SocketAddr>()
+                        .map_err(|e| e.to_string())?,
+                };
+                let listener = bind_tcp(listen).map_err(|e| format!("cannot listen: {e}"))?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|e| format!("cannot listen: {e}"))?;
+                let stats = Arc::new(StatsCounter::new(name.clone()));
+                match (mode, &self.cfg.target) {
+                    (Mode::TransparentTcp, Some(target)) => serve_transparent(
+                        listener,
+                        connector,
+                        settings,
+                        target.clone(),
+                        stats,
+                        self.shutdown.clone(),
+                    ),
+                    _ => socks_front::serve(
+                        listener,
+                        connector,
+                        stats,
+                        self.shutdown.clone(),
+                        self.socks_limits(),
+                    ),
+                }
+                Ok::<_, String>(addr)
+            })();
+            match started {
+                Ok(addr) => self
+                    .out
+                    .send(&IpcLine::Cmethod { name, mode, addr }, self.d),
+                Err(m) => self.out.send(&IpcLine::CmethodError(name, m), self.d),
+            }
+        }
+        self.out.send(&IpcLine::CmethodsDone, self.d);
+        Ok(())
+    }
+
+    async fn start_server(&self) {
+        for (name, addr) in &self.cfg.bind {
+            let Some(transport) = self.registry.server(name) else {
+                info!("skipping unknown transport {name:?}");
+                continue;
+            };
+            let upstream: Arc<dyn Upstream> =
+                match (&self.cfg.extorport, &self.cfg.auth_cookie, &self.cfg.target) {
+                    (Some(ext), Some(cookie), _) => {
+                        if !ext.ip().is_loopback() {
+                            warn!("the Extended ORPort is not on a loopback address");
+                        }
+                        Arc::new(ExtOrUpstream {
+                            addr: *ext,
+                            cookie_file: cookie.clone(),
+                            transport: name.clone(),
+                            dialer: DirectDialer::default(),
+                        })
+                    }
+                    (_, _, Some(target)) => Arc::new(TcpUpstream {
+                        target: target.clone(),
+                        dialer: DirectDialer::default(),
+                    }),
+                    _ => {
+                        let line = IpcLine::SmethodError(name.clone(), "no target".into());
+                        self.out.send(&line, self.d);
+                        continue;
+                    }
+                };
+            let config = ServerConfig {
+                listen: *addr,
+                options: self.opts(name),
+                state_dir: Some(self.state_dir.clone()),
+            };
+            let started = async {
+                let listener = transport.listen(config).await.map_err(|e| e.to_string())?;
+                let addr = listener.local_addr().map_err(|e| e.to_string())?;
+                let args = listener.client_args();
+                let stats = Arc::new(StatsCounter::new(name.clone()));
+                proxy(
+                    listener,
+                    upstream,
+                    stats,
+                    self.shutdown.clone(),
+                    ServerLimits::default(),
+                );
+                Ok::<_, String>((addr, args))
+            }
+            .await;
+            let line = match started {
+                Ok((addr, args)) => IpcLine::Smethod {
+                    name: name.clone(),
+                    addr,
+                    args,
+                },
+                Err(m) => IpcLine::SmethodError(name.clone(), m),
+            };
+            self.out.send(&line, self.d);
+        }
+        self.out.send(&IpcLine::SmethodsDone, self.d);
+    }
+}
+
+/// `transparent-TCP` (§1.3.1 `-mode`): every accepted connection goes through `connector`
+/// to the fixed `target`, with `settings` as its per-connection settings.
+pub fn serve_transparent(
+    listener: TcpListener,
+    connector: Arc<dyn Connector>,
+    settings: Args,
+    target: Target,
+    stats: Arc<StatsCounter>,
+    shutdown: Shutdown,
+) {
+    let tasks = shutdown.clone();
+    shutdown.spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = tasks.accepting_stopped() => return,
+                a = listener.accept() => a,
+            };
+            let (mut app, _peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!("transparent-TCP accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let connector = connector.clone();
+            let settings = settings.clone();
+            let target = target.clone();
+            let stats = stats.clone();
+            tasks.spawn(async move {
+                match connector.connect(&settings, Some(target)).await {
+                    Ok(mut net) => {
+                        let _ = relay_streams(
+                            &mut app,
+                            &mut net,
+                            &RelayConfig::default(),
+                            Some(&stats),
+                        )
+                        .await;
+                    }
+                    Err(e) => warn!("{} connection failed: {e}", connector.name()),
+                }
+            });
+        }
+    });
+}
+
+/// The lifecycle, as `ptkit_tor::managed::wait`: SIGTERM or stdin EOF (with
+/// `-exit-on-stdin-close`) end now; the first SIGINT stops accepting and ends once connections
+/// drain; a second SIGINT ends now.
+async fn wait(shutdown: &Shutdown, exit_on_stdin_close: bool) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let stdin_closed = async {
+        if !exit_on_stdin_close {
+            return std::future::pending::<()>().await;
+        }
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdin.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::pin!(stdin_closed);
+    let mut interrupted = false;
+    loop {
+        let drained = async {
+            if interrupted {
+                shutdown.drained(Duration::MAX).await;
+            } else {
+                std::future::pending::<bool>().await;
+            }
+        };
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = &mut stdin_closed => break,
+            _ = sigint.recv() => {
+                if interrupted {
+                    break;
+                }
+                interrupted = true;
+                shutdown.stop_accepting();
+            }
+            _ = drained => break,
+        }
+    }
+    shutdown.abort();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::lines::{EX_CONFIG, EX_USAGE};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buf {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// Runs a configuration that must fail; returns (code, stdout, stderr).
+    async fn fail(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let (o, e) = (Buf::default(), Buf::default());
+        let out = Arc::new(IpcOut::new(Box::new(o.clone()), Box::new(e.clone())));
+        let argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let code = tokio::time::timeout(
+            Duration::from_secs(5),
+            run(&argv, &get, &Registry::new(), out),
+        )
+        .await
+        .unwrap();
+        (code, o.text(), e.text())
+    }
+
+    #[tokio::test]
+    async fn s1_3_2_errors_go_to_their_stream_with_their_code() {
+        assert_eq!(
+            fail(&["-ptversion", "7"], &[]).await,
+            (
+                EX_CONFIG,
+                String::new(),
+                "VERSION-ERROR no-version\n".into()
+            )
+        );
+        let (code, out, err) =
+            fail(&["-ptversion", "1", "-transports", "x", "-mode", "?"], &[]).await;
+        assert_eq!((code, err.as_str()), (crate::lines::EX_PT1_FATAL, ""));
+        assert!(out.starts_with("ENV-ERROR ") && out.ends_with('\n') && out.lines().count() == 1);
+        let (code, out, err) = fail(
+            &[
+                "-ptversion",
+                "2.2",
+                "-transports",
+                "x",
+                "-optionsFile",
+                "/nonexistent/o.json",
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!((code, out.as_str()), (EX_USAGE, ""));
+        assert!(
+            err.starts_with("ENV-ERROR cannot read options file"),
+            "{err}"
+        );
+        // 2.0/2.1 take the microformat; 2.2+ JSON only.
+        let (code, _, err) = fail(
+            &["-ptversion", "2.1", "-transports", "x", "-options", "x:k"],
+            &[],
+        )
+        .await;
+        assert_eq!(code, EX_USAGE);
+        assert!(err.starts_with("ENV-ERROR bad transport options"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn s1_3_2_proxy_error_follows_version() {
+        let (code, out, err) = fail(
+            &[
+                "-ptversion",
+                "3.0",
+                "-transports",
+                "x",
+                "-proxy",
+                "gopher://h:1",
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(
+            (code, out.as_str()),
+            (crate::lines::EX_UNAVAILABLE, "VERSION 3.0\n")
+        );
+        assert!(
+            err.starts_with("PROXY-ERROR ") && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn help_prints_usage_on_stderr_and_exits_0() {
+        let (code, out, err) = fail(&["-h"], &[]).await;
+        assert_eq!((code, out.as_str()), (EX_OK, ""));
+        assert!(err.starts_with("usage: "));
+    }
+}
