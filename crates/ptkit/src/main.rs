@@ -51,6 +51,10 @@ struct Cli {
     /// Log client addresses, targets and arguments instead of "[scrubbed]".
     #[arg(long, global = true)]
     unsafe_logging: bool,
+    /// Serve the counters as Prometheus text on http://ADDR/metrics and as JSON on /stats.
+    /// Bind it to loopback or a management network.
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -381,12 +385,31 @@ async fn run_managed(cli: &Cli) -> anyhow::Result<i32> {
         Ok(r) => r,
         Err(_) => return Ok(1),
     };
+    if let Some(addr) = cli.metrics {
+        let stats = running.stats.clone();
+        start_metrics(
+            addr,
+            Arc::new(move || stats.iter().map(|s| s.snapshot()).collect()),
+            &running.shutdown,
+        )?;
+    }
     managed::wait(&running, &out).await?;
     running
         .shutdown
         .drained(std::time::Duration::from_secs(2))
         .await;
     Ok(0)
+}
+
+fn start_metrics(
+    addr: std::net::SocketAddr,
+    source: ptkit::metrics::StatsSource,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let listener = bind_tcp(addr).with_context(|| format!("cannot listen on --metrics {addr}"))?;
+    tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+    ptkit::metrics::serve(listener, source, shutdown.clone());
+    Ok(())
 }
 
 /// Item L-4: without the stdin mechanism, make sure we do not outlive tor.
@@ -414,6 +437,7 @@ async fn run_standalone(cli: &Cli) -> anyhow::Result<i32> {
     };
     let registry = transports::registry();
     let shutdown = Shutdown::new();
+    let standalone_stats: Option<Arc<StatsCounter>>;
     match command {
         Command::Demo { mebibytes } => {
             ptkit::demo::run(*mebibytes).await?;
@@ -447,13 +471,15 @@ async fn run_standalone(cli: &Cli) -> anyhow::Result<i32> {
                 c.transport,
                 listener.local_addr()?
             );
+            let stats = Arc::new(StatsCounter::new(c.transport.clone()));
             socks_front::serve(
                 listener,
                 connector,
-                Arc::new(StatsCounter::new(c.transport.clone())),
+                stats.clone(),
                 shutdown.clone(),
                 SocksLimits::default(),
             );
+            standalone_stats = Some(stats);
         }
         Command::Server(sv) => {
             let t = registry.server(&sv.transport).with_context(|| {
@@ -497,14 +523,19 @@ async fn run_standalone(cli: &Cli) -> anyhow::Result<i32> {
                 target,
                 dialer: DirectDialer::default(),
             });
+            let stats = Arc::new(StatsCounter::new(sv.transport.clone()));
             proxy(
                 listener,
                 upstream,
-                Arc::new(StatsCounter::new(sv.transport.clone())),
+                stats.clone(),
                 shutdown.clone(),
                 ServerLimits::default(),
             );
+            standalone_stats = Some(stats);
         }
+    }
+    if let (Some(addr), Some(stats)) = (cli.metrics, standalone_stats) {
+        start_metrics(addr, Arc::new(move || vec![stats.snapshot()]), &shutdown)?;
     }
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigint = signal(SignalKind::interrupt())?;

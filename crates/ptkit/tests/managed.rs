@@ -27,7 +27,12 @@ struct Pt {
 
 impl Pt {
     fn spawn(env: &[(&str, &str)]) -> Pt {
+        Pt::spawn_args(env, &[])
+    }
+
+    fn spawn_args(env: &[(&str, &str)], args: &[&str]) -> Pt {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ptkit"));
+        cmd.args(args);
         cmd.env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -613,5 +618,47 @@ async fn sigusr1_reports_stats_as_status_lines() {
         "{line}"
     );
     assert!(line.contains("CONNECTIONS_TOTAL=\"1\""), "{line}");
+    assert_protocol_only(&pt.all_lines());
+}
+
+#[tokio::test]
+async fn metrics_endpoint_reports_managed_mode_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = echo_server().await;
+    let env = client_env(dir.path());
+    let pt = Pt::spawn_args(&refs(&env), &["--metrics", "127.0.0.1:0"]);
+    let socks = method_addr(&pt.wait_line(|l| l.starts_with("CMETHOD plain")).await);
+    let line = pt.wait_line(|l| l.contains("metrics on http://")).await;
+    let metrics: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let s = ptkit::demo::socks5_connect(socks, &Target::from_socket_addr(echo), &Args::new())
+        .await
+        .unwrap();
+    roundtrip(s, 4321).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = TcpStream::connect(metrics).await.unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    timeout(T, c.read_to_string(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        body.contains("ptkit_bytes_up_total{transport=\"plain\"} 4321"),
+        "{body}"
+    );
+    assert!(
+        body.contains("ptkit_connections_total{transport=\"plain\"} 1"),
+        "{body}"
+    );
     assert_protocol_only(&pt.all_lines());
 }
