@@ -210,6 +210,10 @@ pub async fn run(mebibytes: u64) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
+        "  the same over WebSocket: `ptkit server websocket ...` and `ptkit client websocket --url ws://127.0.0.1:4000/`"
+    )?;
+    writeln!(
+        out,
         "  or put it behind tor: see README.md, \"Using ptkit with tor\"."
     )?;
     t.shutdown.abort();
