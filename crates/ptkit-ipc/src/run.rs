@@ -22,7 +22,6 @@ use ptkit_core::{
 use ptkit_tor::extorport::ExtOrUpstream;
 use ptkit_tor::proxy::{ProxyDialer, ProxyUrl};
 use ptkit_tor::socks_front::{self, SocksLimits};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -170,8 +169,8 @@ pub async fn run(
     if let Err(code) = started {
         return code;
     }
-    match wait(&shutdown, cfg.exit_on_stdin_close).await {
-        Ok(()) => {
+    match ptkit_tor::managed::lifecycle(&shutdown, cfg.exit_on_stdin_close, || {}).await {
+        Ok(_) => {
             shutdown.drained(Duration::from_secs(2)).await;
             EX_OK
         }
@@ -403,52 +402,6 @@ pub fn serve_transparent(
             });
         }
     });
-}
-
-/// The lifecycle, as `ptkit_tor::managed::wait`: SIGTERM or stdin EOF (with
-/// `-exit-on-stdin-close`) end now; the first SIGINT stops accepting and ends once connections
-/// drain; a second SIGINT ends now.
-async fn wait(shutdown: &Shutdown, exit_on_stdin_close: bool) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let stdin_closed = async {
-        if !exit_on_stdin_close {
-            return std::future::pending::<()>().await;
-        }
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 256];
-        while let Ok(n) = stdin.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    tokio::pin!(stdin_closed);
-    let mut interrupted = false;
-    loop {
-        let drained = async {
-            if interrupted {
-                shutdown.drained(Duration::MAX).await;
-            } else {
-                std::future::pending::<bool>().await;
-            }
-        };
-        tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = &mut stdin_closed => break,
-            _ = sigint.recv() => {
-                if interrupted {
-                    break;
-                }
-                interrupted = true;
-                shutdown.stop_accepting();
-            }
-            _ = drained => break,
-        }
-    }
-    shutdown.abort();
-    Ok(())
 }
 
 #[cfg(test)]

@@ -308,16 +308,30 @@ pub fn report_stats(out: &LineWriter, stats: &[Arc<StatsCounter>]) {
     }
 }
 
-/// Follows the lifecycle (items L-1..L-3): SIGTERM or stdin EOF (when asked) exit now; the first
-/// SIGINT stops accepting and the process exits once connections drain; a second SIGINT exits
-/// now. SIGUSR1 reports counters as `STATUS` lines.
+/// Follows the lifecycle of managed mode (items L-1..L-3), reporting counters as `STATUS`
+/// lines on SIGUSR1. See [`lifecycle`].
 pub async fn wait(running: &Running, out: &Arc<LineWriter>) -> std::io::Result<ExitReason> {
+    lifecycle(&running.shutdown, running.env.exit_on_stdin_close, || {
+        report_stats(out, &running.stats)
+    })
+    .await
+}
+
+/// The one process lifecycle every mode uses (items L-1..L-3): SIGTERM, or stdin EOF when
+/// `exit_on_stdin_close`, exits now; the first SIGINT stops accepting and returns once
+/// connections drain; a second SIGINT returns now; SIGUSR1 calls `on_usr1`. The shutdown is
+/// aborted before returning.
+pub async fn lifecycle(
+    shutdown: &Shutdown,
+    exit_on_stdin_close: bool,
+    mut on_usr1: impl FnMut(),
+) -> std::io::Result<ExitReason> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let stdin_closed = async {
-        if !running.env.exit_on_stdin_close {
+        if !exit_on_stdin_close {
             return std::future::pending::<()>().await;
         }
         let mut stdin = tokio::io::stdin();
@@ -334,7 +348,7 @@ pub async fn wait(running: &Running, out: &Arc<LineWriter>) -> std::io::Result<E
     let reason = loop {
         let drained = async {
             if interrupted {
-                running.shutdown.drained(Duration::MAX).await;
+                shutdown.drained(Duration::MAX).await;
             } else {
                 std::future::pending::<bool>().await;
             }
@@ -342,19 +356,19 @@ pub async fn wait(running: &Running, out: &Arc<LineWriter>) -> std::io::Result<E
         tokio::select! {
             _ = sigterm.recv() => break ExitReason::Terminated,
             _ = &mut stdin_closed => break ExitReason::StdinClosed,
-            _ = sigusr1.recv() => report_stats(out, &running.stats),
+            _ = sigusr1.recv() => on_usr1(),
             _ = sigint.recv() => {
                 if interrupted {
                     break ExitReason::Interrupted;
                 }
                 interrupted = true;
                 info!("SIGINT: no longer accepting; exiting when open connections finish (SIGINT again to exit now)");
-                running.shutdown.stop_accepting();
+                shutdown.stop_accepting();
             }
             _ = drained => break ExitReason::Drained,
         }
     };
-    running.shutdown.abort();
+    shutdown.abort();
     info!("exiting: {reason:?}");
     Ok(reason)
 }

@@ -534,24 +534,14 @@ async fn run_standalone(cli: &Cli) -> anyhow::Result<i32> {
             standalone_stats = Some(stats);
         }
     }
-    if let (Some(addr), Some(stats)) = (cli.metrics, standalone_stats) {
+    if let (Some(addr), Some(stats)) = (cli.metrics, standalone_stats.clone()) {
         start_metrics(addr, Arc::new(move || vec![stats.snapshot()]), &shutdown)?;
     }
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = sigint.recv() => {
-            tracing::info!("SIGINT: draining (SIGINT again to exit now)");
-            shutdown.stop_accepting();
-            tokio::select! {
-                _ = sigint.recv() => {}
-                _ = sigterm.recv() => {}
-                _ = shutdown.drained(std::time::Duration::MAX) => {}
-            }
+    managed::lifecycle(&shutdown, false, || {
+        if let Some(stats) = &standalone_stats {
+            tracing::info!("stats {}", stats.snapshot().to_json());
         }
-        _ = sigterm.recv() => {}
-    }
-    shutdown.abort();
+    })
+    .await?;
     Ok(0)
 }
