@@ -12,14 +12,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ptkit_core::net::{DirectDialer, TcpUpstream, bind_tcp};
+use ptkit_core::net::{DirectDialer, bind_tcp};
 use ptkit_core::relay::{RelayConfig, relay_streams};
 use ptkit_core::server::{ServerLimits, proxy};
 use ptkit_core::shutdown::Shutdown;
 use ptkit_core::{
-    Args, ClientConfig, Connector, Dialer, Registry, ServerConfig, StatsCounter, Target, Upstream,
+    Args, ClientConfig, Connector, Dialer, Registry, ServerConfig, StatsCounter, Target,
 };
-use ptkit_tor::extorport::ExtOrUpstream;
 use ptkit_tor::proxy::{ProxyDialer, ProxyUrl};
 use ptkit_tor::socks_front::{self, SocksLimits};
 use tokio::net::TcpListener;
@@ -300,29 +299,18 @@ impl Ctx<'_> {
                 info!("skipping unknown transport {name:?}");
                 continue;
             };
-            let upstream: Arc<dyn Upstream> =
-                match (&self.cfg.extorport, &self.cfg.auth_cookie, &self.cfg.target) {
-                    (Some(ext), Some(cookie), _) => {
-                        if !ext.ip().is_loopback() {
-                            warn!("the Extended ORPort is not on a loopback address");
-                        }
-                        Arc::new(ExtOrUpstream {
-                            addr: *ext,
-                            cookie_file: cookie.clone(),
-                            transport: name.clone(),
-                            dialer: DirectDialer::default(),
-                        })
-                    }
-                    (_, _, Some(target)) => Arc::new(TcpUpstream {
-                        target: target.clone(),
-                        dialer: DirectDialer::default(),
-                    }),
-                    _ => {
-                        let line = IpcLine::SmethodError(name.clone(), "no target".into());
-                        self.out.send(&line, self.d);
-                        continue;
-                    }
-                };
+            let upstream = ptkit_tor::managed::server_upstream(
+                name,
+                self.cfg.extorport,
+                self.cfg.auth_cookie.as_deref(),
+                self.cfg.target.clone(),
+                &DirectDialer::default(),
+            );
+            let Some(upstream) = upstream else {
+                let line = IpcLine::SmethodError(name.clone(), "no target".into());
+                self.out.send(&line, self.d);
+                continue;
+            };
             let config = ServerConfig {
                 listen: *addr,
                 options: self.opts(name),

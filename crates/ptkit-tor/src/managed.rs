@@ -220,6 +220,36 @@ async fn start_server(
     all
 }
 
+/// Where a server transport's streams go: the Extended ORPort when there is one (with a
+/// cookie), reporting USERADDR and TRANSPORT (items ); else plain TCP to `target`
+/// without metadata (item X-5). `None` when there is neither.
+pub fn server_upstream(
+    transport: &str,
+    extorport: Option<SocketAddr>,
+    cookie_file: Option<&std::path::Path>,
+    target: Option<Target>,
+    dialer: &DirectDialer,
+) -> Option<Arc<dyn Upstream>> {
+    match (extorport, cookie_file, target) {
+        (Some(addr), Some(cookie), _) => {
+            if !addr.ip().is_loopback() {
+                warn!("the Extended ORPort is not on a loopback address");
+            }
+            Some(Arc::new(ExtOrUpstream {
+                addr,
+                cookie_file: cookie.to_path_buf(),
+                transport: transport.to_owned(),
+                dialer: DirectDialer::default(),
+            }))
+        }
+        (_, _, Some(target)) => Some(Arc::new(TcpUpstream {
+            target,
+            dialer: dialer.clone(),
+        })),
+        _ => None,
+    }
+}
+
 /// Binds one server transport and starts forwarding to tor; returns what `SMETHOD` reports.
 async fn start_server_method(
     transport: Arc<dyn ServerTransport>,
@@ -230,26 +260,15 @@ async fn start_server_method(
     shutdown: &Shutdown,
     direct: &DirectDialer,
 ) -> Result<(SocketAddr, Args, Arc<StatsCounter>), String> {
-    let upstream: Arc<dyn Upstream> = match (&s.extorport, &s.cookie_file, &s.orport) {
-        (Some(addr), Some(cookie), _) => {
-            if !addr.ip().is_loopback() {
-                // Item X-6.
-                warn!("the Extended ORPort is not on a loopback address");
-            }
-            Arc::new(ExtOrUpstream {
-                addr: *addr,
-                cookie_file: cookie.clone(),
-                transport: bind.name.clone(),
-                dialer: DirectDialer::default(),
-            })
-        }
-        // Item X-5: no metadata without an ExtORPort.
-        (_, _, Some(orport)) => Arc::new(TcpUpstream {
-            target: Target::from_socket_addr(*orport),
-            dialer: direct.clone(),
-        }),
-        _ => return Err("no ORPort to forward to".into()),
-    };
+    let orport = s.orport.map(Target::from_socket_addr);
+    let upstream = server_upstream(
+        &bind.name,
+        s.extorport,
+        s.cookie_file.as_deref(),
+        orport,
+        direct,
+    )
+    .ok_or("no ORPort to forward to")?;
     let config = ServerConfig {
         listen: bind.addr,
         options: bind.options.clone(),
