@@ -114,3 +114,49 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(addr)?;
     socket.listen(1024)
 }
+
+/// Most connections a TCP front end handles at once by default; further accepts wait.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16 * 1024;
+
+/// The one TCP accept loop: accepts on `listener` until `shutdown` stops accepting, with at
+/// most `max_connections` handled at once (further accepts wait for a slot), and runs
+/// `handle` for each connection in its own tracked task. Accept errors (EMFILE and friends)
+/// are logged and backed off instead of spinning. `what` names the listener in logs.
+pub fn serve_tcp<F, Fut>(
+    listener: TcpListener,
+    shutdown: crate::shutdown::Shutdown,
+    max_connections: usize,
+    what: &'static str,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let tasks = shutdown.clone();
+    shutdown.spawn(async move {
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let accepted = tokio::select! {
+                _ = tasks.accepting_stopped() => return,
+                r = listener.accept() => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("{what} accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let work = handle(stream, peer);
+            tasks.spawn(async move {
+                let _permit = permit;
+                work.await;
+            });
+        }
+    });
+}

@@ -355,26 +355,21 @@ pub fn serve_transparent(
     stats: Arc<StatsCounter>,
     shutdown: Shutdown,
 ) {
-    let tasks = shutdown.clone();
-    shutdown.spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = tasks.accepting_stopped() => return,
-                a = listener.accept() => a,
-            };
-            let (mut app, _peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!("transparent-TCP accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let connector = connector.clone();
-            let settings = settings.clone();
-            let target = target.clone();
-            let stats = stats.clone();
-            tasks.spawn(async move {
+    let max = ptkit_core::net::DEFAULT_MAX_CONNECTIONS;
+    ptkit_core::net::serve_tcp(
+        listener,
+        shutdown,
+        max,
+        "transparent-TCP",
+        move |mut app, _peer| {
+            let (connector, settings, target, stats) = (
+                connector.clone(),
+                settings.clone(),
+                target.clone(),
+                stats.clone(),
+            );
+            async move {
+                let _open = stats.open();
                 match connector.connect(&settings, Some(target)).await {
                     Ok(mut net) => {
                         let _ = relay_streams(
@@ -385,11 +380,14 @@ pub fn serve_transparent(
                         )
                         .await;
                     }
-                    Err(e) => warn!("{} connection failed: {e}", connector.name()),
+                    Err(e) => {
+                        stats.fail(e.kind());
+                        warn!("{} connection failed: {e}", connector.name());
+                    }
                 }
-            });
-        }
-    });
+            }
+        },
+    );
 }
 
 #[cfg(test)]

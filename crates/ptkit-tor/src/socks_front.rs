@@ -1,7 +1,6 @@
 //! The client role's SOCKS port: handshake (sans-IO core in [`crate::socks::server`]), open
 //! the transport connection, reply, relay.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -205,33 +204,10 @@ pub fn serve(
     shutdown: Shutdown,
     limits: SocksLimits,
 ) {
-    let sd = shutdown.clone();
-    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    shutdown.spawn(async move {
-        loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            let accepted = tokio::select! {
-                _ = sd.accepting_stopped() => return,
-                r = listener.accept() => r,
-            };
-            let (stream, peer): (TcpStream, SocketAddr) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!("SOCKS accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            debug!("SOCKS connection from {}", sensitive(peer));
-            let _ = stream.set_nodelay(true);
-            let (connector, stats, limits) = (connector.clone(), stats.clone(), limits.clone());
-            sd.spawn(async move {
-                let _permit = permit;
-                serve_connection(stream, connector, stats, limits).await;
-            });
-        }
+    let max = limits.max_connections;
+    ptkit_core::net::serve_tcp(listener, shutdown, max, "SOCKS", move |stream, peer| {
+        debug!("SOCKS connection from {}", sensitive(peer));
+        serve_connection(stream, connector.clone(), stats.clone(), limits.clone())
     });
 }
 

@@ -59,21 +59,19 @@ fn serde_json_array(all: &[Stats]) -> String {
     format!("[{}]\n", items.join(","))
 }
 
+/// Most metrics requests served at once.
+pub const MAX_METRICS_CONNECTIONS: usize = 64;
+
 /// Serves metrics on `listener` until `shutdown` stops accepting.
 pub fn serve(listener: TcpListener, source: StatsSource, shutdown: Shutdown) {
-    let sd = shutdown.clone();
-    shutdown.spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = sd.accepting_stopped() => return,
-                r = listener.accept() => r,
-            };
-            let Ok((stream, _)) = accepted else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
+    ptkit_core::net::serve_tcp(
+        listener,
+        shutdown,
+        MAX_METRICS_CONNECTIONS,
+        "metrics",
+        move |stream, _| {
             let source = source.clone();
-            sd.spawn(async move {
+            async move {
                 let service = hyper::service::service_fn(move |req| {
                     let resp = respond(&req, &source);
                     async move { Ok::<_, Infallible>(resp) }
@@ -85,9 +83,9 @@ pub fn serve(listener: TcpListener, source: StatsSource, shutdown: Shutdown) {
                     .keep_alive(false)
                     .serve_connection(TokioIo::new(stream), service);
                 let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
-            });
-        }
-    });
+            }
+        },
+    );
 }
 
 #[cfg(test)]
