@@ -275,7 +275,7 @@ const IPC_FLAGS: &[&str] = &[
 
 /// Runs the PT 2.x/3.0 dispatcher (logs go to stderr only when RUST_LOG is set: stdout
 /// carries protocol lines only) and returns the exit code.
-fn run_ipc(argv: &[String]) -> i32 {
+fn run_ipc(argv: &[String]) -> ! {
     if let Ok(filter) = EnvFilter::try_from_default_env() {
         tracing_subscriber::registry()
             .with(
@@ -291,6 +291,19 @@ fn run_ipc(argv: &[String]) -> i32 {
     {
         die_with_parent();
     }
+    let get = |k: &str| std::env::var(k).ok();
+    let out = Arc::new(ptkit_ipc::run::IpcOut::std());
+    run_to_exit(ptkit_ipc::run::run(
+        argv,
+        &get,
+        &transports::registry(),
+        out,
+    ))
+}
+
+/// Runs `fut` on a multi-threaded runtime and exits with its code, without waiting for the
+/// blocking stdin reader tokio keeps on a thread.
+fn run_to_exit(fut: impl std::future::Future<Output = i32>) -> ! {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -298,19 +311,12 @@ fn run_ipc(argv: &[String]) -> i32 {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ptkit: cannot start the runtime: {e}");
-            return 1;
+            std::process::exit(1);
         }
     };
-    let get = |k: &str| std::env::var(k).ok();
-    let out = Arc::new(ptkit_ipc::run::IpcOut::std());
-    let code = runtime.block_on(ptkit_ipc::run::run(
-        argv,
-        &get,
-        &transports::registry(),
-        out,
-    ));
+    let code = runtime.block_on(fut);
     runtime.shutdown_background();
-    code
+    std::process::exit(code)
 }
 
 fn main() {
@@ -325,24 +331,14 @@ fn main() {
             .map(|b| b.split_once('=').map_or(b, |(n, _)| n))
             .is_some_and(|n| IPC_FLAGS.contains(&n))
     }) {
-        std::process::exit(run_ipc(&argv));
+        run_ipc(&argv);
     }
     let cli = Cli::parse();
     ptkit_core::redact::set_unsafe_logging(cli.unsafe_logging);
     // Any TOR_PT_ variable means a PT host launched us: answer in the protocol, even when
     // the version variable itself is missing (ENV-ERROR, as goptlib does).
     let managed = std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("TOR_PT_"));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ptkit: cannot start the runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let code = runtime.block_on(async {
+    run_to_exit(async {
         let result = if managed {
             run_managed(&cli).await
         } else {
@@ -359,10 +355,7 @@ fn main() {
                 1
             }
         }
-    });
-    // Exit without waiting for the blocking stdin reader tokio keeps on a thread.
-    runtime.shutdown_background();
-    std::process::exit(code);
+    })
 }
 
 async fn run_managed(cli: &Cli) -> anyhow::Result<i32> {
