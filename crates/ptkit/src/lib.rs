@@ -6,3 +6,5 @@
 pub mod demo;
 pub mod metrics;
 pub mod transports;
+pub mod snowflake_broker;
+pub mod snowflake_server;

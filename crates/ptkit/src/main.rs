@@ -326,6 +326,23 @@ fn main() {
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    // Drop-in names for the Go Snowflake programs: a `snowflake-server` or
+    // `snowflake-broker` link to ptkit (or that word as the first argument) takes the Go
+    // program's flags.
+    let program = std::env::args_os()
+        .next()
+        .map(|a| PathBuf::from(a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default()
+        .unwrap_or_default();
+    let (program, rest) = match argv.first().map(String::as_str) {
+        Some(p @ ("snowflake-server" | "snowflake-broker")) => (p.to_owned(), argv[1..].to_vec()),
+        _ => (program, argv.clone()),
+    };
+    match program.as_str() {
+        "snowflake-server" => run_to_exit(ptkit::snowflake_server::main(rest)),
+        "snowflake-broker" => run_to_exit(ptkit::snowflake_broker::main(rest)),
+        _ => {}
+    }
     if argv.first().is_some_and(|a| {
         a.strip_prefix('-')
             .map(|b| b.split_once('=').map_or(b, |(n, _)| n))

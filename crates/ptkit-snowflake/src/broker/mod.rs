@@ -1,0 +1,1 @@
+//! The Snowflake broker: rendezvous between clients and proxies (spec §3).
