@@ -16,5 +16,7 @@
 //! in); the async driver around them is thin.
 
 pub mod broker;
+pub mod encapsulation;
+pub mod turbotunnel;
 pub mod kcp;
 pub mod smux;

@@ -52,6 +52,9 @@ pub enum Framing {
     /// The `base64` subprotocol was negotiated: we send text messages holding the base64 of
     /// each message; we accept those and binary messages.
     Base64,
+    /// Snowflake's Go reader: no subprotocol; binary *and* text messages carry raw bytes, and
+    /// we send binary.
+    Lenient,
 }
 
 /// The kind of a received data message.
@@ -116,7 +119,7 @@ pub fn base64_len(limit: usize) -> usize {
 /// given the decoded `limit` and the framing: `limit` for binary, `ceil(limit/3)*4` for base64.
 pub fn wire_limit(framing: Framing, limit: usize) -> usize {
     match framing {
-        Framing::Binary => limit,
+        Framing::Binary | Framing::Lenient => limit,
         Framing::Base64 => base64_len(limit),
     }
 }
@@ -156,6 +159,13 @@ impl Inbound {
                 }
             }
             (DataKind::Text, Framing::Binary) => Err(CloseReason::TEXT_WITHOUT_BASE64),
+            (DataKind::Text, Framing::Lenient) => {
+                if payload.len() > self.limit {
+                    Err(CloseReason::TOO_BIG)
+                } else {
+                    Ok(Verdict::Pass)
+                }
+            }
             (DataKind::Text, Framing::Base64) => {
                 if payload.len() > base64_len(self.limit) {
                     return Err(CloseReason::TOO_BIG);

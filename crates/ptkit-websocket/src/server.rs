@@ -24,7 +24,7 @@ use ptkit_core::{
 use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
-use crate::addr::{AddrInputs, TrustedProxies, client_addr};
+use crate::addr::{AddrInputs, TrustedProxies, client_addr, client_ip_param};
 use crate::handshake::check_request;
 use crate::proto::{
     BASE64_SUBPROTOCOL, DEFAULT_MESSAGE_LIMIT, Framing, MAX_MESSAGE_LIMIT, MIN_MESSAGE_LIMIT,
@@ -64,6 +64,10 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     /// Most bytes in the upgrade request's head (431 above).
     pub max_header_bytes: usize,
+    /// Snowflake's rules (set by the snowflake server, not an option key): no subprotocol,
+    /// text messages are raw bytes like binary ones, and the client address comes only from
+    /// `client_ip` (never the TCP peer, which is a proxy).
+    pub raw_messages: bool,
 }
 
 impl Default for ServerOptions {
@@ -78,6 +82,7 @@ impl Default for ServerOptions {
             url: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            raw_messages: false,
         }
     }
 }
@@ -338,7 +343,7 @@ enum Outcome {
     Upgrade {
         on_upgrade: OnUpgrade,
         framing: Framing,
-        client: SocketAddr,
+        client: Option<SocketAddr>,
     },
     Rejected(StatusCode, &'static str),
 }
@@ -382,7 +387,19 @@ fn respond(
         forwarded: str_values("forwarded"),
         x_forwarded_for: str_values("x-forwarded-for"),
     };
-    let client = client_addr(peer, &inputs, opts.client_ip, &opts.trusted_proxies);
+    let (client, framing) = if opts.raw_messages {
+        (client_ip_param(inputs.query), Framing::Lenient)
+    } else {
+        (
+            Some(client_addr(
+                peer,
+                &inputs,
+                opts.client_ip,
+                &opts.trusted_proxies,
+            )),
+            accept.framing,
+        )
+    };
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -391,7 +408,7 @@ fn respond(
     if let Ok(v) = HeaderValue::from_str(&accept.accept) {
         h.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
-    if accept.framing == Framing::Base64 {
+    if framing == Framing::Base64 {
         h.insert(
             SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static(BASE64_SUBPROTOCOL),
@@ -402,7 +419,7 @@ fn respond(
         resp,
         Outcome::Upgrade {
             on_upgrade,
-            framing: accept.framing,
+            framing,
             client,
         },
     )
@@ -453,14 +470,14 @@ async fn upgrade(
                 .limits(limits)
                 .serve(TokioIo::new(upgraded));
             debug!(
-                client = %sensitive(client),
+                client = ?client.map(sensitive),
                 ?framing,
                 "websocket upgrade accepted"
             );
             Ok(Accepted {
                 conn: Box::new(WsStream::new(ws, framing, opts.max_message)),
                 meta: ClientMeta {
-                    client_addr: Some(client),
+                    client_addr: client,
                 },
             })
         }

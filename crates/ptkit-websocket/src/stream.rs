@@ -337,7 +337,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
         ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(ws_to_io)?;
         let n = buf.len().min(this.inbound.limit);
         let msg = match this.inbound.framing {
-            Framing::Binary => Message::binary(Bytes::copy_from_slice(&buf[..n])),
+            Framing::Binary | Framing::Lenient => {
+                Message::binary(Bytes::copy_from_slice(&buf[..n]))
+            }
             Framing::Base64 => Message::text(crate::proto::encode_base64(&buf[..n])),
         };
         Pin::new(&mut this.ws).start_send(msg).map_err(ws_to_io)?;
