@@ -83,7 +83,26 @@ pub trait ClientTransport: Send + Sync {
 
     /// Builds the connector(s) of this transport from its configuration.
     fn connector(&self, config: &ClientConfig) -> Result<Arc<dyn Connector>, TransportError>;
+
+    /// Asks for the out-of-band *signals* channel (PT 2.0 WIP): `outbox` sends this side's
+    /// messages to the server (a `CMESSAGE` line on the IPC); the returned handler receives
+    /// the server's (`SMESSAGE`). Default: not interested (`None`), and `outbox` is dropped.
+    fn signals(&self, outbox: SignalOutbox) -> Option<Arc<dyn SignalHandler>> {
+        let _ = outbox;
+        None
+    }
 }
+
+/// Receives out-of-band signals from the other side of a transport (PT 2.0 WIP `signals`):
+/// unreliable, possibly human-carried (copy and paste into an e-mail), opaque bytes.
+pub trait SignalHandler: Send + Sync {
+    /// One message from the peer side. Called from the driver's input task: do not block.
+    fn on_message(&self, payload: &[u8]);
+}
+
+/// Sends one out-of-band message to the other side of a transport; the driver bounds its
+/// size (the IPC drops messages above its documented limit with a log line).
+pub type SignalOutbox = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
 
 /// Environment a client transport is built in.
 #[derive(Debug, Clone, Default)]
@@ -159,6 +178,14 @@ pub trait ServerTransport: Send + Sync {
         &self,
         config: ServerConfig,
     ) -> BoxFuture<'static, Result<Box<dyn TransportListener>, TransportError>>;
+
+    /// Asks for the out-of-band *signals* channel (PT 2.0 WIP): `outbox` sends this side's
+    /// messages to clients (an `SMESSAGE` line on the IPC); the returned handler receives
+    /// theirs (`CMESSAGE`). Default: not interested (`None`).
+    fn signals(&self, outbox: SignalOutbox) -> Option<Arc<dyn SignalHandler>> {
+        let _ = outbox;
+        None
+    }
 }
 
 /// Where a server sends de-obfuscated streams: the ExtORPort, the ORPort, or any target.
