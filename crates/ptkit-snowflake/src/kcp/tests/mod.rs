@@ -1,0 +1,1 @@
+//! KCP tests: spec vectors, simulated network, interop with the `kcp` crate, hostile input.
