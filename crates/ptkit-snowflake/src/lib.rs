@@ -16,7 +16,16 @@
 //! in); the async driver around them is thin.
 
 pub mod broker;
+pub mod client;
+pub mod client_map;
 pub mod encapsulation;
+pub mod engine;
 pub mod turbotunnel;
 pub mod kcp;
+pub mod metrics;
+pub mod server;
+pub mod session;
 pub mod smux;
+pub mod srcaddr;
+
+pub use server::{NAME, SnowflakeServer};
