@@ -115,6 +115,11 @@ pub struct IpcConfig {
     pub mode: Mode,
     /// `-ipcLogLevel` (`None` is `NONE`, the default).
     pub ipc_log_level: Option<LogLevel>,
+    /// `-metrics ADDR` (ours): serve the stats as Prometheus text and JSON on ADDR.
+    pub metrics: Option<SocketAddr>,
+    /// Client default per-connection settings, used when a SOCKS client sends none (set by
+    /// `--config`'s `"settings"`; no flag sets it).
+    pub settings: ptkit_core::Args,
 }
 
 /// Client listener when none is given (shapeshifter-dispatcher's default, §1.5).
@@ -246,6 +251,7 @@ const FLAGS: &[(&str, Kind)] = &[
     ("client", Kind::Bool),
     ("server", Kind::Bool),
     ("ipcLogLevel", Kind::Value),
+    ("metrics", Kind::Value),
 ];
 
 /// Go's `strconv.ParseBool`.
@@ -567,6 +573,14 @@ fn build(
         None => None,
     };
 
+    let metrics = match raw.get("metrics") {
+        Some(v) => Some(
+            v.parse::<SocketAddr>()
+                .map_err(|_| bad("metrics", v, "want an IP address and port"))?,
+        ),
+        None => None,
+    };
+
     if role == IpcRole::Server {
         if bind.is_empty() {
             return Err(FlagError::Missing("bindaddr"));
@@ -591,6 +605,8 @@ fn build(
         proxy_listen,
         mode,
         ipc_log_level,
+        metrics,
+        settings: ptkit_core::Args::new(),
     })
 }
 
@@ -704,6 +720,11 @@ mod tests {
         assert_eq!(c.proxy_listen, Some("127.0.0.2:1080".parse().unwrap()));
         assert_eq!(c.mode, Mode::TransparentTcp);
         assert_eq!(c.ipc_log_level, Some(LogLevel::Info));
+        assert_eq!(c.metrics, None);
+        assert_eq!(
+            ok(&["-transport", "a", "--metrics=127.0.0.1:9100"]).metrics,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
 
         let c = ok(&[
             "-transports",
@@ -846,6 +867,7 @@ mod tests {
                 "bindport",
             ),
             (&["-transport", "a", "-target", "nohost"], "target"),
+            (&["-transport", "a", "-metrics", "localhost:1"], "metrics"),
         ] {
             let e = err(args);
             assert!(

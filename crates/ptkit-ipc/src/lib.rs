@@ -8,13 +8,21 @@
 //! - [`options`]: `-options` / `-optionsFile` decoding (PT 1.0 microformat or JSON);
 //! - [`socks_auth`]: SOCKS5 per-connection settings, methods `0x80` and `0x09`;
 //! - [`lines`]: output lines, their streams and sysexits codes, both `LOG` syntaxes and the
-//!   `CMESSAGE`/`SMESSAGE` signals channel.
+//!   `CMESSAGE`/`SMESSAGE` signals channel;
+//! - [`requests`]: stdin requests (`STATS`, signals) and their answers;
+//! - [`log`]: `LOG` lines under `-ipcLogLevel` as a tracing layer;
+//! - [`config`]: the 2016 draft's JSON configuration (`--config`, `generate-config`);
+//! - [`socks`] and [`run`]: the I/O drivers.
 //!
 //! Section numbers in docs and test names refer to `shared/specs/pt2-websocket-quic.md`.
 
+pub mod config;
 pub mod flags;
 pub mod lines;
+pub mod log;
 pub mod options;
+pub mod requests;
 pub mod run;
+pub mod socks;
 pub mod socks_auth;
 pub mod version;

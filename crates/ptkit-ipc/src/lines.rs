@@ -10,6 +10,18 @@
 //! padding, at most [`MAX_MESSAGE_PAYLOAD`] decoded bytes; an empty payload is written as
 //! `CMESSAGE <transport>` with no trailing space. `CMESSAGE` carries client→server signals,
 //! `SMESSAGE` server→client; a PT writes its own kind on stdout and reads the other on stdin.
+//!
+//! Requests a dispatcher reads on stdin (ours, documented in `docs/IPC.md`):
+//! - `SMESSAGE <transport> <base64>` (client role) / `CMESSAGE …` (server role): a signal
+//!   for that transport's signals handler;
+//! - `STATS` or `STATS <transport>`: answered on stdout by one `STATS <json>` line, where
+//!   `<json>` is a JSON array of the stats schema of `ptkit_core::stats::Stats` (the same
+//!   array as the `/stats` endpoint of `--metrics`).
+//!
+//! A request that cannot be served gets one `<KEYWORD>-ERROR <message>` line
+//! (`CMESSAGE-ERROR`, `SMESSAGE-ERROR`, `STATS-ERROR`, or `STDIN-ERROR` for a line too long
+//! to read a keyword from) on the error stream (stderr under 2.x/3.0, stdout under PT 1.0);
+//! it is never fatal. Unknown keywords are ignored, as a parent ignores ours.
 
 use std::net::SocketAddr;
 
@@ -163,6 +175,19 @@ pub enum IpcLine {
         /// Opaque payload, at most [`MAX_MESSAGE_PAYLOAD`] bytes.
         payload: Vec<u8>,
     },
+    /// `STATS` / `STATS <transport>` on stdin: a request for the stats of every running
+    /// transport, or of one.
+    StatsRequest(Option<String>),
+    /// `STATS <json array>` on stdout: the answer (one [`ptkit_core::Stats`] object per
+    /// transport).
+    Stats(String),
+    /// `<KEYWORD>-ERROR <message>`: a stdin request that could not be served (not fatal).
+    RequestError {
+        /// The request's keyword (`CMESSAGE`, `SMESSAGE`, `STATS`) or `STDIN`.
+        keyword: &'static str,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// Why a line could not be built or parsed.
@@ -277,6 +302,12 @@ impl IpcLine {
             IpcLine::Smessage { transport, payload } => {
                 render_message("SMESSAGE", transport, payload)
             }
+            IpcLine::StatsRequest(None) => "STATS".to_owned(),
+            IpcLine::StatsRequest(Some(t)) => format!("STATS {}", clean_ascii(t)),
+            IpcLine::Stats(json) => format!("STATS {}", clean_ascii(json)),
+            IpcLine::RequestError { keyword, message } => {
+                format!("{keyword}-ERROR {}", clean_ascii(message))
+            }
         }
     }
 
@@ -290,7 +321,8 @@ impl IpcLine {
                 | IpcLine::EnvError(_)
                 | IpcLine::ProxyError(_)
                 | IpcLine::CmethodError(..)
-                | IpcLine::SmethodError(..),
+                | IpcLine::SmethodError(..)
+                | IpcLine::RequestError { .. },
             ) => Stream::Stderr,
             (Dialect::Pt2, _) => Stream::Stdout,
         }
@@ -325,7 +357,7 @@ fn render_message(keyword: &str, transport: &str, payload: &[u8]) -> String {
 }
 
 /// Parses the lines of this module that a dispatcher or parent reads: `CMESSAGE`,
-/// `SMESSAGE`, 2.2 `LOG` and `VERSION`. A trailing `\n` (or `\r\n`) is ignored. Other
+/// `SMESSAGE`, `STATS` (request or answer), 2.2 `LOG` and `VERSION`. A trailing `\n` (or `\r\n`) is ignored. Other
 /// keywords give `Ok(None)` (the parent ignores unknown keywords, §1.3.2).
 pub fn parse(line: &str) -> Result<Option<IpcLine>, LineError> {
     if line.len() > MAX_LINE_LEN {
@@ -380,6 +412,12 @@ pub fn parse(line: &str) -> Result<Option<IpcLine>, LineError> {
             };
             Ok(Some(IpcLine::Log(level, msg.to_owned())))
         }
+        "STATS" => match rest {
+            None => Ok(Some(IpcLine::StatsRequest(None))),
+            Some(r) if r.starts_with('[') => Ok(Some(IpcLine::Stats(r.to_owned()))),
+            Some(t) if is_transport_name(t) => Ok(Some(IpcLine::StatsRequest(Some(t.into())))),
+            Some(_) => Err(LineError::BadTransport("STATS")),
+        },
         "VERSION" => match rest {
             Some(t) if !t.is_empty() && !t.contains(' ') => Ok(Some(IpcLine::Version(t.into()))),
             _ => Err(LineError::Malformed("VERSION")),
@@ -538,6 +576,33 @@ mod tests {
             Some(IpcLine::Version("2.1".into()))
         );
         assert_eq!(LineError::TooLong("x").kind(), "line_too_long");
+    }
+
+    #[test]
+    fn stats_request_answer_and_request_errors() {
+        assert_eq!(parse("STATS\n").unwrap(), Some(IpcLine::StatsRequest(None)));
+        assert_eq!(
+            parse("STATS plain").unwrap(),
+            Some(IpcLine::StatsRequest(Some("plain".into())))
+        );
+        assert_eq!(parse("STATS a b"), Err(LineError::BadTransport("STATS")));
+        assert_eq!(IpcLine::StatsRequest(None).render(Dialect::Pt2), "STATS");
+        let json = r#"[{"transport":"plain","connections_open":0}]"#;
+        let a = IpcLine::Stats(json.into());
+        assert_eq!(a.render(Dialect::Pt2), format!("STATS {json}"));
+        assert_eq!(a.stream(Dialect::Pt2), Stream::Stdout);
+        assert_eq!(parse(&a.render(Dialect::Pt2)).unwrap(), Some(a));
+        let e = IpcLine::RequestError {
+            keyword: "SMESSAGE",
+            message: "unknown transport \"x\"\n".into(),
+        };
+        assert_eq!(
+            e.render(Dialect::Pt2),
+            "SMESSAGE-ERROR unknown transport \"x\"?"
+        );
+        assert_eq!(e.stream(Dialect::Pt2), Stream::Stderr);
+        assert_eq!(e.stream(Dialect::Pt1), Stream::Stdout);
+        assert_eq!(e.exit_code(Dialect::Pt2), None);
     }
 
     proptest! {

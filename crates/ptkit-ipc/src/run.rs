@@ -1,32 +1,42 @@
 //! The dispatcher itself (spec §1.3): parse the command line, negotiate, announce and serve
-//! every requested transport, then follow the lifecycle. This is the I/O half of the crate;
-//! everything it decides comes from [`crate::flags`], [`crate::options`] and [`crate::lines`].
+//! every requested transport, answer requests on stdin, then follow the lifecycle. This is the
+//! I/O half of the crate; everything it decides comes from [`crate::flags`],
+//! [`crate::options`], [`crate::lines`] and [`crate::requests`].
 //!
-//! Configuration errors (flags, `-mode`, options, state directory) are reported before the
-//! `VERSION` line, as one `VERSION-ERROR`/`ENV-ERROR` line, so a bad invocation produces exactly
-//! one line; `PROXY-ERROR` follows `VERSION` as the spec orders it.
+//! Configuration errors (flags, `-mode`, options, state directory, `-metrics`) are reported
+//! before the `VERSION` line, as one `VERSION-ERROR`/`ENV-ERROR` line, so a bad invocation
+//! produces exactly one line; `PROXY-ERROR` follows `VERSION` as the spec orders it.
+//!
+//! Stdin carries requests (`STATS`, `CMESSAGE`/`SMESSAGE`, see [`crate::lines`]); it is read
+//! whenever [`Hooks::input`] is given, and its end stops the dispatcher only with
+//! `-exit-on-stdin-close`.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ptkit_core::net::{DirectDialer, bind_tcp};
 use ptkit_core::relay::{RelayConfig, relay_streams};
 use ptkit_core::server::{ServerLimits, proxy};
 use ptkit_core::shutdown::Shutdown;
+use ptkit_core::transport::{SignalHandler, SignalOutbox};
 use ptkit_core::{
-    Args, ClientConfig, Connector, Dialer, Registry, ServerConfig, StatsCounter, Target,
+    Args, BoxFuture, ClientConfig, Conn, Connector, Dialer, Registry, ServerConfig, Stats,
+    StatsCounter, Target, TransportError,
 };
 use ptkit_tor::proxy::{ProxyDialer, ProxyUrl};
-use ptkit_tor::socks_front::{self, SocksLimits};
+use ptkit_tor::socks_front::SocksLimits;
+use tokio::io::AsyncRead;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::flags::{self, DEFAULT_PROXY_LISTEN, IpcConfig, IpcRole, Mode, OptionsSource};
-use crate::lines::{Dialect, EX_OK, IpcLine, Stream};
+use crate::lines::{Dialect, EX_OK, IpcLine, LogLevel, Stream};
 use crate::options::{self, TransportOptions};
+use crate::requests::Requests;
+use crate::socks_auth::is_bound_destination;
 
 /// Usage text printed on stderr for `-h` / `-help`.
 pub const USAGE: &str = "\
@@ -36,12 +46,16 @@ flags: -state DIR -exit-on-stdin-close -proxy URI -options JSON|-optionsFile FIL
        -target host:port | -targethost H -targetport N | -orport host:port
        -extorport ip:port -authcookie FILE
        -proxylistenaddr ip:port | -proxylistenhost IP -proxylistenport N
-       -mode socks5|transparent-TCP|transparent-UDP|STUN -ipcLogLevel NONE|ERROR|WARN|INFO|DEBUG";
+       -mode socks5|transparent-TCP|transparent-UDP|STUN -ipcLogLevel NONE|ERROR|WARN|INFO|DEBUG
+       -metrics ip:port
+stdin: STATS [transport] | SMESSAGE t base64 (client) | CMESSAGE t base64 (server)
+       see docs/IPC.md";
 
 /// The two standard streams of the dispatcher; stdout carries only protocol lines.
 pub struct IpcOut {
     stdout: Mutex<Box<dyn Write + Send>>,
     stderr: Mutex<Box<dyn Write + Send>>,
+    log: OnceLock<(Dialect, Option<LogLevel>)>,
 }
 
 impl std::fmt::Debug for IpcOut {
@@ -56,6 +70,7 @@ impl IpcOut {
         IpcOut {
             stdout: Mutex::new(stdout),
             stderr: Mutex::new(stderr),
+            log: OnceLock::new(),
         }
     }
 
@@ -81,10 +96,57 @@ impl IpcOut {
         self.write(line.stream(dialect), &line.render(dialect));
     }
 
+    /// Turns `LOG` lines on: `dialect`'s syntax, at or above `threshold` (`None`: `NONE`).
+    /// Only the first call counts.
+    pub fn set_log(&self, dialect: Dialect, threshold: Option<LogLevel>) {
+        let _ = self.log.set((dialect, threshold));
+    }
+
+    /// True when a `LOG` line at `level` would be written.
+    pub fn logs(&self, level: LogLevel) -> bool {
+        self.log.get().is_some_and(|(_, t)| level.passes(*t))
+    }
+
+    /// Writes a `LOG` line if `level` passes the threshold.
+    pub fn log(&self, level: LogLevel, text: &str) {
+        if let Some((d, t)) = self.log.get()
+            && level.passes(*t)
+        {
+            self.send(&IpcLine::Log(level, text.to_owned()), *d);
+        }
+    }
+
     /// Writes a fatal line and returns its exit code.
     fn fatal(&self, line: &IpcLine, dialect: Dialect) -> i32 {
         self.send(line, dialect);
         line.exit_code(dialect).unwrap_or(EX_OK)
+    }
+}
+
+/// Reads the live counters of every running transport.
+pub type StatsSource = Arc<dyn Fn() -> Vec<Stats> + Send + Sync>;
+
+/// Serves `-metrics`: binds `addr` and serves `source` until the shutdown; returns the bound
+/// address or why it could not bind.
+pub type MetricsHook =
+    Box<dyn Fn(SocketAddr, StatsSource, Shutdown) -> Result<SocketAddr, String> + Send + Sync>;
+
+/// What the binary plugs into the dispatcher (all optional).
+#[derive(Default)]
+pub struct Hooks {
+    /// The request stream (the process's stdin); `None`: no requests, and
+    /// `-exit-on-stdin-close` never fires.
+    pub input: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    /// `-metrics ADDR`; without it the flag is an `ENV-ERROR`.
+    pub metrics: Option<MetricsHook>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("input", &self.input.is_some())
+            .field("metrics", &self.metrics.is_some())
+            .finish()
     }
 }
 
@@ -96,6 +158,17 @@ pub async fn run(
     registry: &Registry,
     out: Arc<IpcOut>,
 ) -> i32 {
+    run_with(argv, get_env, registry, out, Hooks::default()).await
+}
+
+/// [`run`] with the binary's [`Hooks`] (stdin requests, `-metrics`).
+pub async fn run_with(
+    argv: &[String],
+    get_env: &dyn Fn(&str) -> Option<String>,
+    registry: &Registry,
+    out: Arc<IpcOut>,
+    hooks: Hooks,
+) -> i32 {
     let cfg = match flags::parse(argv, get_env) {
         Ok(c) => c,
         Err(e) => {
@@ -106,7 +179,18 @@ pub async fn run(
             return e.exit_code();
         }
     };
+    run_config(cfg, registry, out, hooks).await
+}
+
+/// Runs an already parsed configuration (the command line, or `--config`'s JSON object).
+pub async fn run_config(
+    cfg: IpcConfig,
+    registry: &Registry,
+    out: Arc<IpcOut>,
+    hooks: Hooks,
+) -> i32 {
     let d = cfg.version.version.dialect();
+    out.set_log(d, cfg.ipc_log_level);
     let env_error = |m: String| out.fatal(&IpcLine::EnvError(m), d);
 
     if cfg.role == IpcRole::Client {
@@ -146,17 +230,35 @@ pub async fn run(
             state_dir.display()
         ));
     }
+    let shutdown = Shutdown::new();
+    let stats: Arc<Mutex<Vec<Arc<StatsCounter>>>> = Arc::default();
+    let source: StatsSource = {
+        let stats = stats.clone();
+        Arc::new(move || snapshot(&stats))
+    };
+    if let Some(addr) = cfg.metrics {
+        let bound = match &hooks.metrics {
+            Some(hook) => hook(addr, source.clone(), shutdown.clone()),
+            None => Err("not available in this build".into()),
+        };
+        match bound {
+            Ok(a) => info!("metrics on http://{a}/metrics"),
+            Err(e) => return env_error(format!("-metrics {addr}: {e}")),
+        }
+    }
 
     out.send(&cfg.version.line(), d);
-    let shutdown = Shutdown::new();
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         cfg: &cfg,
         registry,
         out: &out,
+        out_arc: out.clone(),
         d,
         options,
         state_dir,
         shutdown: shutdown.clone(),
+        stats: stats.clone(),
+        requests: Requests::new(cfg.role),
     };
     let started = match cfg.role {
         IpcRole::Client => ctx.start_client(),
@@ -168,8 +270,31 @@ pub async fn run(
     if let Err(code) = started {
         return code;
     }
-    match ptkit_tor::managed::lifecycle(&shutdown, cfg.exit_on_stdin_close, || {}).await {
-        Ok(_) => {
+    let requests = Arc::new(ctx.requests.with_stats(source.clone()));
+    let exit_on_eof = cfg.exit_on_stdin_close;
+    let input_done = async {
+        match hooks.input {
+            Some(input) => {
+                crate::requests::serve(input, &requests, &out, d).await;
+                if !exit_on_eof {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let on_usr1 = || info!("stats {}", stats_json(&source()));
+    let lifecycle = ptkit_tor::managed::lifecycle(&shutdown, false, on_usr1);
+    let result = tokio::select! {
+        r = lifecycle => r.map(|_| ()),
+        _ = input_done => {
+            info!("exiting: stdin closed");
+            shutdown.abort();
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => {
             shutdown.drained(Duration::from_secs(2)).await;
             EX_OK
         }
@@ -181,14 +306,30 @@ pub async fn run(
     }
 }
 
+fn snapshot(stats: &Mutex<Vec<Arc<StatsCounter>>>) -> Vec<Stats> {
+    match stats.lock() {
+        Ok(s) => s.iter().map(|c| c.snapshot()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The stats schema as one JSON array (the `STATS` answer, SIGUSR1's log line, `/stats`).
+pub fn stats_json(all: &[Stats]) -> String {
+    let items: Vec<String> = all.iter().map(Stats::to_json).collect();
+    format!("[{}]", items.join(","))
+}
+
 struct Ctx<'a> {
     cfg: &'a IpcConfig,
     registry: &'a Registry,
     out: &'a IpcOut,
+    out_arc: Arc<IpcOut>,
     d: Dialect,
     options: TransportOptions,
     state_dir: PathBuf,
     shutdown: Shutdown,
+    stats: Arc<Mutex<Vec<Arc<StatsCounter>>>>,
+    requests: Requests,
 }
 
 impl Ctx<'_> {
@@ -204,6 +345,35 @@ impl Ctx<'_> {
         self.options.get(name).cloned().unwrap_or_default()
     }
 
+    /// A counter for `name`, visible to `STATS`, SIGUSR1 and `-metrics`.
+    fn counter(&self, name: &str) -> Arc<StatsCounter> {
+        let c = Arc::new(StatsCounter::new(name.to_owned()));
+        if let Ok(mut all) = self.stats.lock() {
+            all.push(c.clone());
+        }
+        c
+    }
+
+    /// The outbox of transport `name`: its signals become `CMESSAGE` (client) or `SMESSAGE`
+    /// (server) lines on stdout; oversized ones are dropped with a log line.
+    fn outbox(&self, name: &str) -> SignalOutbox {
+        let (out, d, role, name) = (self.out_arc.clone(), self.d, self.cfg.role, name.to_owned());
+        Arc::new(move |payload: Vec<u8>| {
+            let line = match role {
+                IpcRole::Client => IpcLine::cmessage(&name, &payload),
+                IpcRole::Server => IpcLine::smessage(&name, &payload),
+            };
+            match line {
+                Ok(l) => out.send(&l, d),
+                Err(e) => warn!("{name}: signal dropped: {e}"),
+            }
+        })
+    }
+
+    fn add_signals(&mut self, name: &str, handler: Option<Arc<dyn SignalHandler>>) {
+        self.requests.add_transport(name, handler);
+    }
+
     /// PT 1.0: methods `0x02`/`0x00` only; 2.x/3.0 add the settings methods `0x09` and
     /// `0x80` (§1.3.3).
     fn socks_limits(&self) -> SocksLimits {
@@ -217,7 +387,7 @@ impl Ctx<'_> {
     }
 
     /// `Err(code)`: a fatal line (`PROXY-ERROR`) was printed.
-    fn start_client(&self) -> Result<(), i32> {
+    fn start_client(&mut self) -> Result<(), i32> {
         let direct = DirectDialer::default();
         let dialer: Arc<dyn Dialer> = match &self.cfg.proxy {
             Some(uri) => match ProxyUrl::parse(uri) {
@@ -242,8 +412,9 @@ impl Ctx<'_> {
             // 3.0: options apply to clients too. In socks5 mode they configure the
             // transport; in transparent mode they are each connection's settings.
             let (config_opts, settings) = match mode {
-                Mode::Socks5 => (self.opts(&name), Args::new()),
-                _ => (Args::new(), self.opts(&name)),
+                Mode::Socks5 => (self.opts(&name), self.cfg.settings.clone()),
+                _ if self.options.contains_key(&name) => (Args::new(), self.opts(&name)),
+                _ => (Args::new(), self.cfg.settings.clone()),
             };
             let config = ClientConfig {
                 options: config_opts,
@@ -262,7 +433,7 @@ impl Ctx<'_> {
                 let addr = listener
                     .local_addr()
                     .map_err(|e| format!("cannot listen: {e}"))?;
-                let stats = Arc::new(StatsCounter::new(name.clone()));
+                let stats = self.counter(&name);
                 match (mode, &self.cfg.target) {
                     (Mode::TransparentTcp, Some(target)) => serve_transparent(
                         listener,
@@ -272,9 +443,13 @@ impl Ctx<'_> {
                         stats,
                         self.shutdown.clone(),
                     ),
-                    _ => socks_front::serve(
+                    (_, target) => crate::socks::serve(
                         listener,
-                        connector,
+                        Arc::new(Bound {
+                            inner: connector,
+                            target: target.clone(),
+                            settings,
+                        }),
                         stats,
                         self.shutdown.clone(),
                         self.socks_limits(),
@@ -283,9 +458,12 @@ impl Ctx<'_> {
                 Ok::<_, String>(addr)
             })();
             match started {
-                Ok(addr) => self
-                    .out
-                    .send(&IpcLine::Cmethod { name, mode, addr }, self.d),
+                Ok(addr) => {
+                    let handler = transport.signals(self.outbox(&name));
+                    self.add_signals(&name, handler);
+                    self.out
+                        .send(&IpcLine::Cmethod { name, mode, addr }, self.d)
+                }
                 Err(m) => self.out.send(&IpcLine::CmethodError(name, m), self.d),
             }
         }
@@ -293,7 +471,7 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    async fn start_server(&self) {
+    async fn start_server(&mut self) {
         for (name, addr) in &self.cfg.bind {
             let Some(transport) = self.registry.server(name) else {
                 info!("skipping unknown transport {name:?}");
@@ -320,7 +498,7 @@ impl Ctx<'_> {
                 let listener = transport.listen(config).await.map_err(|e| e.to_string())?;
                 let addr = listener.local_addr().map_err(|e| e.to_string())?;
                 let args = listener.client_args();
-                let stats = Arc::new(StatsCounter::new(name.clone()));
+                let stats = self.counter(name);
                 proxy(
                     listener,
                     upstream,
@@ -332,16 +510,65 @@ impl Ctx<'_> {
             }
             .await;
             let line = match started {
-                Ok((addr, args)) => IpcLine::Smethod {
-                    name: name.clone(),
-                    addr,
-                    args,
-                },
+                Ok((addr, args)) => {
+                    let handler = transport.signals(self.outbox(name));
+                    self.add_signals(name, handler);
+                    IpcLine::Smethod {
+                        name: name.clone(),
+                        addr,
+                        args,
+                    }
+                }
                 Err(m) => IpcLine::SmethodError(name.clone(), m),
             };
             self.out.send(&line, self.d);
         }
         self.out.send(&IpcLine::SmethodsDone, self.d);
+    }
+}
+
+/// The client side of a dispatcher's SOCKS port: the bound-transport destination `[::0]:0`
+/// (§1.2) becomes `-target` (the transport server), and a SOCKS client that sends no settings
+/// gets the configured default ones. Other destinations pass through (tor names the bridge).
+struct Bound {
+    inner: Arc<dyn Connector>,
+    target: Option<Target>,
+    settings: Args,
+}
+
+impl Connector for Bound {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn is_bound(&self) -> bool {
+        self.target.is_some() || self.inner.is_bound()
+    }
+
+    fn connect(
+        &self,
+        settings: &Args,
+        dest: Option<Target>,
+    ) -> BoxFuture<'static, Result<Conn, TransportError>> {
+        let settings = if settings.is_empty() {
+            &self.settings
+        } else {
+            settings
+        };
+        let dest = match dest {
+            Some(d) if is_bound_destination(&d) => match &self.target {
+                Some(t) => Some(t.clone()),
+                None => {
+                    return Box::pin(async {
+                        Err(TransportError::BadSettings(
+                            "bound destination [::0]:0 but no -target to send it to".into(),
+                        ))
+                    });
+                }
+            },
+            other => other,
+        };
+        self.inner.connect(settings, dest)
     }
 }
 

@@ -271,34 +271,97 @@ const IPC_FLAGS: &[&str] = &[
     "client",
     "server",
     "ipcLogLevel",
+    "metrics",
 ];
 
-/// Runs the PT 2.x/3.0 dispatcher (logs go to stderr only when RUST_LOG is set: stdout
-/// carries protocol lines only) and returns the exit code.
+/// Runs the PT 2.x/3.0 dispatcher and exits with its code. Logs become `LOG` lines on
+/// stdout under `-ipcLogLevel` (default NONE: none), and go to stderr when RUST_LOG is set;
+/// stdin carries requests (`STATS`, signals; docs/IPC.md). `config`: the 2016 draft's JSON
+/// configuration (`--config`) instead of flags.
 fn run_ipc(argv: &[String]) -> ! {
-    if let Ok(filter) = EnvFilter::try_from_default_env() {
-        tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_filter(filter),
-            )
-            .init();
-    }
+    run_ipc_with(argv, None)
+}
+
+fn run_ipc_with(argv: &[String], config: Option<&str>) -> ! {
+    let out = Arc::new(ptkit_ipc::run::IpcOut::std());
+    let stderr = EnvFilter::try_from_default_env().ok().map(|filter| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+    });
+    tracing_subscriber::registry()
+        .with(ptkit_ipc::log::IpcLogLayer::new(out.clone()))
+        .with(stderr)
+        .init();
     if !argv
         .iter()
         .any(|a| a.trim_start_matches('-').starts_with("exit-on-stdin-close"))
+        && !config.is_some_and(|c| c.contains("exitOnStdinClose"))
     {
         die_with_parent();
     }
+    let hooks = ptkit_ipc::run::Hooks {
+        input: Some(Box::new(tokio::io::stdin())),
+        metrics: Some(Box::new(|addr, source, shutdown| {
+            let listener = bind_tcp(addr).map_err(|e| e.to_string())?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            ptkit::metrics::serve(listener, source, shutdown);
+            Ok(bound)
+        })),
+    };
+    let registry = transports::registry();
     let get = |k: &str| std::env::var(k).ok();
-    let out = Arc::new(ptkit_ipc::run::IpcOut::std());
-    run_to_exit(ptkit_ipc::run::run(
-        argv,
-        &get,
-        &transports::registry(),
-        out,
-    ))
+    run_to_exit(async move {
+        match config {
+            None => ptkit_ipc::run::run_with(argv, &get, &registry, out, hooks).await,
+            Some(text) => match ptkit_ipc::config::parse(text) {
+                Ok(cfg) => ptkit_ipc::run::run_config(cfg, &registry, out, hooks).await,
+                Err(m) => {
+                    let line = ptkit_ipc::lines::IpcLine::EnvError(m);
+                    out.send(&line, ptkit_ipc::lines::Dialect::Pt2);
+                    ptkit_ipc::lines::EX_USAGE
+                }
+            },
+        }
+    })
+}
+
+/// `ptkit --config JSON` (the 2016 PT 2.0 draft's configuration object) and `ptkit
+/// generate-config TRANSPORT …` (its matching client and server configurations); returns
+/// when `argv` is neither.
+fn config_modes(argv: &[String]) {
+    match argv.first().map(String::as_str) {
+        Some("generate-config") => {
+            match ptkit_ipc::config::generate(&argv[1..], &transports::registry()) {
+                Ok(json) => {
+                    println!("{json}");
+                    std::process::exit(0)
+                }
+                Err(m) => {
+                    eprintln!("ptkit generate-config: {m}");
+                    std::process::exit(ptkit_ipc::lines::EX_USAGE)
+                }
+            }
+        }
+        Some("--config" | "-config") => match &argv[1..] {
+            [json] => run_ipc_with(argv, Some(json)),
+            _ => {
+                let line = ptkit_ipc::lines::IpcLine::EnvError(
+                    "usage: ptkit --config JSON (one argument: the configuration object)".into(),
+                );
+                eprintln!("{}", line.render(ptkit_ipc::lines::Dialect::Pt2));
+                std::process::exit(ptkit_ipc::lines::EX_USAGE)
+            }
+        },
+        Some(a) if a.starts_with("--config=") || a.starts_with("-config=") => {
+            let json = a.split_once('=').map_or("", |(_, j)| j).to_owned();
+            match &argv[1..] {
+                [] => run_ipc_with(argv, Some(&json)),
+                _ => config_modes(&["--config".into()]),
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Runs `fut` on a multi-threaded runtime and exits with its code, without waiting for the
@@ -343,6 +406,7 @@ fn main() {
         "snowflake-broker" => run_to_exit(ptkit::snowflake_broker::main(rest)),
         _ => {}
     }
+    config_modes(&argv);
     if argv.first().is_some_and(|a| {
         a.strip_prefix('-')
             .map(|b| b.split_once('=').map_or(b, |(n, _)| n))
