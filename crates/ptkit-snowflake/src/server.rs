@@ -96,6 +96,12 @@ impl SnowflakeServer {
         self
     }
 
+    /// Shares `metrics` (e.g. with a `/metrics` endpoint).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// The counters shared by every listener of this server.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()

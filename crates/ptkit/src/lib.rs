@@ -4,6 +4,7 @@
 //! line that tests reuse. See the workspace README for operating it.
 
 pub mod demo;
+pub mod goflags;
 pub mod metrics;
 pub mod transports;
 pub mod snowflake_broker;

@@ -17,10 +17,17 @@ use tokio::net::TcpListener;
 /// Where the counters come from (called per request).
 pub type StatsSource = Arc<dyn Fn() -> Vec<Stats> + Send + Sync>;
 
+/// More Prometheus text appended to `/metrics` (a transport's own counters).
+pub type ExtraSource = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Most request-head bytes read per request.
 pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
-fn respond(req: &Request<hyper::body::Incoming>, source: &StatsSource) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<hyper::body::Incoming>,
+    source: &StatsSource,
+    extra: Option<&ExtraSource>,
+) -> Response<Full<Bytes>> {
     let reply = |status, ctype: &'static str, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -40,7 +47,7 @@ fn respond(req: &Request<hyper::body::Incoming>, source: &StatsSource) -> Respon
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            ptkit_core::stats::prometheus_text(&source()),
+            ptkit_core::stats::prometheus_text(&source()) + &extra.map(|e| e()).unwrap_or_default(),
         ),
         "/stats" => {
             let json = serde_json_array(&source());
@@ -64,6 +71,25 @@ pub const MAX_METRICS_CONNECTIONS: usize = 64;
 
 /// Serves metrics on `listener` until `shutdown` stops accepting.
 pub fn serve(listener: TcpListener, source: StatsSource, shutdown: Shutdown) {
+    serve_inner(listener, source, None, shutdown);
+}
+
+/// Like [`serve`], with `extra` text appended to `/metrics`.
+pub fn serve_with_extra(
+    listener: TcpListener,
+    source: StatsSource,
+    extra: ExtraSource,
+    shutdown: Shutdown,
+) {
+    serve_inner(listener, source, Some(extra), shutdown);
+}
+
+fn serve_inner(
+    listener: TcpListener,
+    source: StatsSource,
+    extra: Option<ExtraSource>,
+    shutdown: Shutdown,
+) {
     ptkit_core::net::serve_tcp(
         listener,
         shutdown,
@@ -71,9 +97,10 @@ pub fn serve(listener: TcpListener, source: StatsSource, shutdown: Shutdown) {
         "metrics",
         move |stream, _| {
             let source = source.clone();
+            let extra = extra.clone();
             async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let resp = respond(&req, &source);
+                    let resp = respond(&req, &source, extra.as_ref());
                     async move { Ok::<_, Infallible>(resp) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
