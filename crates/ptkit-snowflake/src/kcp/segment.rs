@@ -88,6 +88,7 @@ pub fn first_segment(datagram: &[u8]) -> Option<SegmentHeader> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
