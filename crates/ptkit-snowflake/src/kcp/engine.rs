@@ -540,7 +540,9 @@ impl Kcp {
     }
 
     /// Whether a segment has been transmitted `dead_link` times (kcp-go sets `state` to
-    /// `0xFFFFFFFF`). The session keeps working; the driver decides to close it.
+    /// `0xFFFFFFFF`). The session keeps working; the driver decides to close it. Note that
+    /// kcp-go 5.6.1 itself never reads `state` (sess.go ignores it), so a Go peer does not
+    /// close on a dead link; Snowflake relies on smux keepalive timeouts instead.
     pub fn is_dead(&self) -> bool {
         self.dead
     }
