@@ -236,18 +236,23 @@ pub async fn run_config(
         let stats = stats.clone();
         Arc::new(move || snapshot(&stats))
     };
+    let mut metrics_on = None;
     if let Some(addr) = cfg.metrics {
         let bound = match &hooks.metrics {
             Some(hook) => hook(addr, source.clone(), shutdown.clone()),
             None => Err("not available in this build".into()),
         };
         match bound {
-            Ok(a) => info!("metrics on http://{a}/metrics"),
+            Ok(a) => metrics_on = Some(a),
             Err(e) => return env_error(format!("-metrics {addr}: {e}")),
         }
     }
 
     out.send(&cfg.version.line(), d);
+    if let Some(a) = metrics_on {
+        // After VERSION: a LOG line must not come first.
+        info!("metrics on http://{a}/metrics");
+    }
     let mut ctx = Ctx {
         cfg: &cfg,
         registry,

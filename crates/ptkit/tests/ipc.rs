@@ -111,6 +111,15 @@ impl Pt {
         self.err.lock().unwrap().clone()
     }
 
+    async fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        stdin.flush().await.unwrap();
+    }
+
     fn terminate(&self) {
         let pid = self.child.id().unwrap();
         std::process::Command::new("kill")
@@ -133,6 +142,19 @@ fn assert_protocol_only(lines: &[String]) {
             assert!(is_transport_name(name), "bad CMETHOD {l:?}");
             assert!(Mode::parse(mode).is_some(), "bad CMETHOD mode {l:?}");
             assert!(addr.parse::<SocketAddr>().is_ok(), "bad CMETHOD {l:?}");
+            continue;
+        }
+        // Our answers and 2.2 LOG lines (docs/IPC.md), parsed by ptkit-ipc.
+        if l.starts_with("STATS [") || l.starts_with("LOG ") && !l.starts_with("LOG SEVERITY=") {
+            assert!(
+                matches!(
+                    ptkit_ipc::lines::parse(l),
+                    Ok(Some(
+                        ptkit_ipc::lines::IpcLine::Stats(_) | ptkit_ipc::lines::IpcLine::Log(..)
+                    ))
+                ),
+                "bad stdout line {l:?}"
+            );
             continue;
         }
         let parsed =
@@ -729,4 +751,322 @@ async fn s1_3_2_proxy_error_after_version_and_proxy_done() {
     assert_eq!(pt.exit_code().await, 0);
     assert_protocol_only(&pt.stdout());
     assert_eq!(pt.stdout()[..2], ["VERSION 3.0", "PROXY DONE"]);
+}
+
+/// Stdin requests (docs/IPC.md): `STATS` is answered on stdout with the stats schema; bad
+/// signal lines get one `-ERROR` line on stderr and the dispatcher keeps serving.
+#[tokio::test]
+async fn stdin_stats_request_and_signal_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = echo_server().await;
+    let (mut srv, srv_addr) = server("3.0", "plain", echo, dir.path()).await;
+    let target = srv_addr.to_string();
+    let mut cli = Pt::spawn(
+        &[
+            "-ptversion",
+            "3.0",
+            "-transport",
+            "plain",
+            "-mode",
+            "transparent-TCP",
+            "-target",
+            &target,
+            "-exit-on-stdin-close",
+        ],
+        &[],
+        dir.path(),
+    );
+    let cm = cli
+        .wait_line(|l| l.starts_with("CMETHOD plain transparent-TCP "))
+        .await;
+    roundtrip(TcpStream::connect(method_addr(&cm)).await.unwrap(), "stats").await;
+    let oversized = format!("SMESSAGE plain {}", "QUFB".repeat(6000));
+    for bad in [
+        "SMESSAGE nope aGk=",
+        "SMESSAGE plain aGk=",
+        "SMESSAGE plain aGk",
+        "CMESSAGE plain aGk=",
+        "STATS nope",
+        oversized.as_str(),
+        "SOMETHING-NEW ignored",
+    ] {
+        cli.send(bad).await;
+    }
+    cli.send("STATS").await;
+    let stats = cli.wait_line(|l| l.starts_with("STATS [")).await;
+    assert_eq!(
+        stats,
+        format!(
+            r#"STATS [{{"transport":"plain","connections_open":0,"connections_total":1,"connections_failed":0,"bytes_up":{N},"bytes_down":{N},"errors":{{}}}}]"#
+        )
+    );
+    srv.send("STATS plain").await;
+    let s = srv.wait_line(|l| l.starts_with("STATS [")).await;
+    assert!(s.contains(r#""connections_total":1"#), "{s}");
+    drop(cli.stdin.take());
+    assert_eq!(cli.exit_code().await, 0);
+    assert_protocol_only(&cli.stdout());
+    assert_eq!(
+        cli.stderr(),
+        [
+            "SMESSAGE-ERROR unknown transport \"nope\"",
+            "SMESSAGE-ERROR transport \"plain\" has no signals channel",
+            "SMESSAGE-ERROR SMESSAGE: payload is not base64",
+            "CMESSAGE-ERROR a client reads SMESSAGE lines, not CMESSAGE",
+            "STATS-ERROR unknown transport \"nope\"",
+            "SMESSAGE-ERROR SMESSAGE line or payload too long",
+        ]
+    );
+    srv.terminate();
+    assert_eq!(srv.exit_code().await, 0);
+}
+
+/// `-ipcLogLevel`: LOG lines at or above the level, in the negotiated version's syntax, on
+/// stdout after VERSION; none by default.
+#[tokio::test]
+async fn ipc_log_level_filters_log_lines_in_both_syntaxes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (v, level, want) in [
+        ("2.2", None, None),
+        ("2.2", Some("WARN"), None),
+        ("3.0", Some("info"), Some("LOG INFO exiting: stdin closed")),
+        ("2.2", Some("DEBUG"), Some("LOG INFO exiting: stdin closed")),
+        (
+            "1",
+            Some("INFO"),
+            Some("LOG SEVERITY=info MESSAGE=\"exiting: stdin closed\""),
+        ),
+    ] {
+        let mut args = vec![
+            "-ptversion",
+            v,
+            "-transport",
+            "plain",
+            "-exit-on-stdin-close",
+        ];
+        if let Some(l) = level {
+            args.extend(["-ipcLogLevel", l]);
+        }
+        let mut pt = Pt::spawn(&args, &[], dir.path());
+        pt.wait_line(|l| l == "CMETHODS DONE").await;
+        drop(pt.stdin.take());
+        assert_eq!(pt.exit_code().await, 0);
+        let out = pt.stdout();
+        assert_protocol_only(&out);
+        assert_eq!(out[0], format!("VERSION {v}"));
+        let logs: Vec<&String> = out.iter().filter(|l| l.starts_with("LOG ")).collect();
+        match want {
+            None => assert!(logs.is_empty(), "{v} {level:?}: {out:?}"),
+            Some(w) => assert!(logs.iter().any(|l| *l == w), "{v} {level:?}: {out:?}"),
+        }
+        assert!(pt.stderr().is_empty());
+    }
+}
+
+/// `-metrics ADDR` works in dispatcher mode: Prometheus text and the JSON schema.
+#[tokio::test]
+async fn metrics_flag_in_ipc_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pt = Pt::spawn(
+        &[
+            "-ptversion",
+            "2.2",
+            "-transport",
+            "plain",
+            "-metrics",
+            "127.0.0.1:0",
+            "-ipcLogLevel",
+            "INFO",
+            "-exit-on-stdin-close",
+        ],
+        &[],
+        dir.path(),
+    );
+    let line = pt
+        .wait_line(|l| l.starts_with("LOG INFO metrics on http://"))
+        .await;
+    let addr: SocketAddr = line
+        .trim_start_matches("LOG INFO metrics on http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap();
+    let get = |path: &'static str| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut body = String::new();
+        timeout(T, s.read_to_string(&mut body))
+            .await
+            .unwrap()
+            .unwrap();
+        body
+    };
+    assert!(get("/metrics").await.contains("transport=\"plain\""));
+    assert!(get("/stats").await.contains(r#""transport":"plain""#));
+    drop(pt.stdin.take());
+    assert_eq!(pt.exit_code().await, 0);
+    assert_protocol_only(&pt.stdout());
+    assert_eq!(pt.stdout()[0], "VERSION 2.2");
+    // A bad address is one ENV-ERROR before anything else.
+    let mut bad = Pt::spawn(
+        &[
+            "-ptversion",
+            "2.2",
+            "-transport",
+            "plain",
+            "-metrics",
+            "nope",
+        ],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(bad.exit_code().await, 64);
+    assert!(bad.stdout().is_empty());
+    assert!(bad.stderr()[0].starts_with("ENV-ERROR invalid value \"nope\" for flag -metrics"));
+}
+
+/// Decision (docs/IPC.md): a SOCKS5 greeting and the 0x09/0x80 settings may come in one write
+/// (the WIP: "0x80 … followed by connection settings"); bounded by the settings limit and the
+/// handshake timeout. Greeting + CONNECT with 0x00 stays a pipelining error.
+#[tokio::test]
+async fn s1_3_3_greeting_and_settings_in_one_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = echo_server().await;
+    let pt = Pt::spawn(
+        &["-ptversion", "2.2", "-transport", "plain"],
+        &[],
+        dir.path(),
+    );
+    let socks = method_addr(&pt.wait_line(|l| l.starts_with("CMETHOD plain ")).await);
+    let SocketAddr::V4(v4) = echo else { panic!() };
+    let mut connect = vec![5, 1, 0, 1];
+    connect.extend(v4.ip().octets());
+    connect.extend(v4.port().to_be_bytes());
+    for (greeting, settings) in [
+        (vec![5u8, 1, 9], [&[0u8, 0, 0, 2][..], b"{}"].concat()),
+        (vec![5, 2, 0, 9], vec![0, 0, 0, 0]),
+        (vec![5, 1, 0x80], b"{\"a\":\"}\"}".to_vec()),
+    ] {
+        let mut s = TcpStream::connect(socks).await.unwrap();
+        let all = [greeting.clone(), settings, connect.clone()].concat();
+        s.write_all(&all).await.unwrap();
+        let mut rep = [0u8; 12];
+        timeout(T, s.read_exact(&mut rep)).await.unwrap().unwrap();
+        assert_eq!(
+            rep[..4],
+            [5, greeting[2..].iter().copied().max().unwrap(), 5, 0],
+            "{greeting:?}"
+        );
+        roundtrip(s, "one write").await;
+    }
+    // 0x00: greeting and CONNECT in one write is still refused (closed, maybe reset).
+    let mut s = TcpStream::connect(socks).await.unwrap();
+    s.write_all(&[&[5u8, 1, 0][..], &connect].concat())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = timeout(T, s.read_to_end(&mut got)).await.unwrap();
+    assert!(read.is_err() || !got.starts_with(&[5, 0, 5, 0]), "{got:?}");
+}
+
+/// The 2016 draft's configuration: `generate-config` emits the client and server objects,
+/// `--config` runs each; the client is bound to the server (SOCKS destination `[::0]:0`), and
+/// state goes to the current directory.
+#[tokio::test]
+async fn config_json_and_generate_config_full_cycle() {
+    for t in TRANSPORTS {
+        let dir = tempfile::tempdir().unwrap();
+        let echo = echo_server().await;
+        let generated = std::process::Command::new(env!("CARGO_BIN_EXE_ptkit"))
+            .args(["generate-config", t, "--server", "127.0.0.1:1"])
+            .args(["--target", &echo.to_string()])
+            .output()
+            .unwrap();
+        assert!(generated.status.success(), "{generated:?}");
+        // {"client": {…}, "server": {…}}, pretty-printed, keys sorted.
+        let text = String::from_utf8(generated.stdout).unwrap();
+        let (client, server) = text.split_once("\"server\": ").unwrap();
+        let client = client
+            .trim_start_matches(['{', '\n', ' '])
+            .trim_start_matches("\"client\": ")
+            .trim_end_matches([',', '\n', ' ']);
+        let server = server.trim_end_matches(['}', '\n', ' ']).to_owned() + "}";
+        assert!(
+            client.contains(&format!("\"transport\": \"{t}\"")),
+            "{text}"
+        );
+        assert!(client.contains("\"host\": \"127.0.0.1\""), "{text}");
+        assert!(server.contains("\"role\": \"server\""), "{text}");
+        assert!(
+            server.contains(&format!("\"target\": \"{echo}\"")),
+            "{text}"
+        );
+        let server = server.replace("\"127.0.0.1:1\"", "\"127.0.0.1:0\"");
+        let mut srv = Pt::spawn(&["--config", &server], &[], dir.path());
+        let sm = srv
+            .wait_line(|l| l.starts_with(&format!("SMETHOD {t} ")))
+            .await;
+        let port = method_addr(&sm).port();
+        let client = client.replace("\"port\": \"1\"", &format!("\"port\": {port}"));
+        let mut cli = Pt::spawn(&["--config", &client], &[], dir.path());
+        let cm = cli
+            .wait_line(|l| l.starts_with(&format!("CMETHOD {t} socks5 ")))
+            .await;
+        // Bound destination [::0]:0: the connection goes to the configured server.
+        let mut s = TcpStream::connect(method_addr(&cm)).await.unwrap();
+        s.write_all(&[5, 1, 0]).await.unwrap();
+        let mut r = [0u8; 2];
+        s.read_exact(&mut r).await.unwrap();
+        assert_eq!(r, [5, 0]);
+        s.write_all(&ptkit_ipc::socks_auth::BOUND_CONNECT_REQUEST)
+            .await
+            .unwrap();
+        let mut rep = [0u8; 10];
+        timeout(T, s.read_exact(&mut rep)).await.unwrap().unwrap();
+        assert_eq!(rep[..2], [5, 0], "{t}: {rep:?}");
+        roundtrip(s, &format!("--config {t}")).await;
+        for pt in [&mut srv, &mut cli] {
+            pt.terminate();
+            assert_eq!(pt.exit_code().await, 0);
+            assert_protocol_only(&pt.stdout());
+            assert_eq!(pt.stdout()[0], "VERSION 2.0");
+            assert!(pt.stderr().is_empty(), "{:?}", pt.stderr());
+        }
+    }
+    // Bad configurations: one ENV-ERROR on stderr, exit 64, nothing on stdout.
+    let dir = tempfile::tempdir().unwrap();
+    for (args, prefix) in [
+        (
+            vec!["--config", "{"],
+            "ENV-ERROR configuration is not valid JSON",
+        ),
+        (
+            vec!["--config", r#"{"transport":"plain","x":1}"#],
+            "ENV-ERROR unknown configuration key",
+        ),
+        (
+            vec!["--config", r#"{"transport":"plain","role":"server"}"#],
+            "ENV-ERROR a server configuration needs",
+        ),
+        (vec!["--config"], "ENV-ERROR usage: ptkit --config JSON"),
+    ] {
+        let mut pt = Pt::spawn(&args, &[], dir.path());
+        assert_eq!(pt.exit_code().await, 64, "{args:?}");
+        assert!(pt.stdout().is_empty(), "{args:?}");
+        assert_eq!(pt.stderr().len(), 1, "{args:?}: {:?}", pt.stderr());
+        assert!(
+            pt.stderr()[0].starts_with(prefix),
+            "{args:?}: {:?}",
+            pt.stderr()
+        );
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_ptkit"))
+        .args(["generate-config", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(bad.stdout.is_empty());
 }
