@@ -334,8 +334,10 @@ fn config_modes(argv: &[String]) {
         Some("generate-config") => {
             match ptkit_ipc::config::generate(&argv[1..], &transports::registry()) {
                 Ok(json) => {
-                    println!("{json}");
-                    std::process::exit(0)
+                    use std::io::Write as _;
+                    let mut stdout = std::io::stdout();
+                    let ok = writeln!(stdout, "{json}").and_then(|()| stdout.flush());
+                    std::process::exit(if ok.is_ok() { 0 } else { 74 })
                 }
                 Err(m) => {
                     eprintln!("ptkit generate-config: {m}");
