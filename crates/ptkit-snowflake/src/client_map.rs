@@ -210,6 +210,7 @@ impl ClientMap {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn id(n: u8) -> ClientId {

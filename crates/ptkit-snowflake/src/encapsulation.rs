@@ -278,6 +278,7 @@ pub fn fuzz_decoder(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use hex_literal::hex;
     use proptest::prelude::*;

@@ -152,6 +152,7 @@ impl ClientIdRing {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use ptkit_websocket::addr::client_ip_param;
 

@@ -396,7 +396,11 @@ fn main() {
     // program's flags.
     let program = std::env::args_os()
         .next()
-        .map(|a| PathBuf::from(a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .map(|a| {
+            PathBuf::from(a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_default()
         .unwrap_or_default();
     let (program, rest) = match argv.first().map(String::as_str) {
