@@ -20,12 +20,12 @@ pub mod client;
 pub mod client_map;
 pub mod encapsulation;
 pub mod engine;
-pub mod turbotunnel;
 pub mod kcp;
 pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod smux;
 pub mod srcaddr;
+pub mod turbotunnel;
 
 pub use server::{NAME, SnowflakeServer};

@@ -119,7 +119,6 @@ pub struct SessionConfig {
     pub smux: SmuxConfig,
 }
 
-
 /// A new session and its driver: call [`SessionDriver::run`] in a task.
 pub fn new_session(conv: u32, role: Role, config: &SessionConfig) -> SessionDriver {
     let now = Instant::now();

@@ -6,6 +6,6 @@
 pub mod demo;
 pub mod goflags;
 pub mod metrics;
-pub mod transports;
 pub mod snowflake_broker;
 pub mod snowflake_server;
+pub mod transports;
