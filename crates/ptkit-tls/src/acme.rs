@@ -56,21 +56,53 @@ pub enum Challenge {
     /// `tls-alpn-01`: the server connects to `<name>:443` with ALPN `acme-tls/1`; answered by
     /// the resolver (use [`crate::Acceptor`] on the TLS listener).
     TlsAlpn01,
+    /// Both: the caller answers TLS-ALPN-01 on port 443 *and* HTTP-01 on port 80. Each order
+    /// uses `tls-alpn-01` when the CA offers it, else `http-01`; when a `tls-alpn-01`
+    /// validation fails, a new order is tried with `http-01` (as Go's autocert does).
+    Any,
 }
 
 impl Challenge {
-    fn acme_type(self) -> ChallengeType {
+    /// The concrete challenge types to try, in order of preference.
+    fn candidates(self) -> &'static [Challenge] {
         match self {
-            Challenge::Http01 => ChallengeType::Http01,
-            Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            Challenge::Http01 => &[Challenge::Http01],
+            Challenge::TlsAlpn01 => &[Challenge::TlsAlpn01],
+            Challenge::Any => &[Challenge::TlsAlpn01, Challenge::Http01],
         }
     }
 
-    fn name(self) -> &'static str {
+    /// Whether port 80 must answer HTTP-01 for this setting.
+    pub fn uses_http01(self) -> bool {
+        self.candidates().contains(&Challenge::Http01)
+    }
+
+    /// Whether port 443 must answer TLS-ALPN-01 for this setting.
+    pub fn uses_tls_alpn01(self) -> bool {
+        self.candidates().contains(&Challenge::TlsAlpn01)
+    }
+
+    fn acme_type(self) -> ChallengeType {
+        match self {
+            Challenge::Http01 => ChallengeType::Http01,
+            // `Any` never reaches the ACME exchange: it is resolved through `candidates`.
+            Challenge::TlsAlpn01 | Challenge::Any => ChallengeType::TlsAlpn01,
+        }
+    }
+
+    /// The RFC 8555 / RFC 8737 name (`any` for [`Challenge::Any`]).
+    pub fn name(self) -> &'static str {
         match self {
             Challenge::Http01 => "http-01",
             Challenge::TlsAlpn01 => "tls-alpn-01",
+            Challenge::Any => "tls-alpn-01 or http-01",
         }
+    }
+}
+
+impl fmt::Display for Challenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -88,7 +120,7 @@ pub struct AcmeConfig {
     pub cache_dir: PathBuf,
     /// Extra CA certificates (PEM) to trust for the directory's HTTPS, e.g. Pebble's CA.
     pub extra_root_pem: Option<PathBuf>,
-    /// Which challenge to answer (default [`Challenge::TlsAlpn01`]).
+    /// Which challenge(s) to answer (default [`Challenge::TlsAlpn01`]).
     pub challenge: Challenge,
     /// Renew when less than this is left (default 30 days), but never later than when a
     /// third of the certificate's lifetime is left (short-lived certificates).
@@ -350,7 +382,7 @@ impl AcmeManager {
     }
 
     async fn order_and_store(&self, name: &str) -> Result<()> {
-        let (chain_pem, key_pem) = match self.order(name).await {
+        let (chain_pem, key_pem) = match self.order_any(name).await {
             Err(Error::Acme {
                 source: instant_acme::Error::Api(problem),
                 ..
@@ -365,7 +397,7 @@ impl AcmeManager {
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::debug!(error = %e, "removing stale account file");
                 }
-                self.order(name).await?
+                self.order_any(name).await?
             }
             other => other?,
         };
@@ -474,8 +506,38 @@ impl AcmeManager {
         Ok(account)
     }
 
-    /// Runs one order for `name`; returns (chain PEM, private key PEM).
-    async fn order(&self, name: &str) -> Result<(String, String)> {
+    /// Orders `name` with the configured challenge type(s): with [`Challenge::Any`], an
+    /// order whose `tls-alpn-01` validation fails is followed by one using `http-01`.
+    async fn order_any(&self, name: &str) -> Result<(String, String)> {
+        let mut candidates = self.inner.config.challenge.candidates().to_vec();
+        loop {
+            let mut used = None;
+            match self.order(name, &candidates, &mut used).await {
+                Ok(done) => return Ok(done),
+                Err(e) => match used {
+                    Some(failed) if candidates.len() > 1 => {
+                        candidates.retain(|c| *c != failed);
+                        tracing::warn!(
+                            name = %name,
+                            error = %e,
+                            "ACME {failed} validation failed; trying {}",
+                            candidates[0]
+                        );
+                    }
+                    _ => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// Runs one order for `name`, answering the first of `candidates` the CA offers (which
+    /// is stored in `used`); returns (chain PEM, private key PEM).
+    async fn order(
+        &self,
+        name: &str,
+        candidates: &[Challenge],
+        used: &mut Option<Challenge>,
+    ) -> Result<(String, String)> {
         let account = self.account().await?;
         let config = &self.inner.config;
         let identifiers = [Identifier::Dns(name.to_owned())];
@@ -503,14 +565,29 @@ impl AcmeManager {
                         });
                     }
                 }
-                let mut challenge = authz.challenge(config.challenge.acme_type()).ok_or(
-                    Error::ChallengeUnavailable {
+                let offered = candidates.iter().copied().find(|c| {
+                    authz
+                        .challenges
+                        .iter()
+                        .any(|offer| offer.r#type == c.acme_type())
+                });
+                let Some(kind) = offered else {
+                    return Err(Error::ChallengeUnavailable {
                         name: name.to_owned(),
                         challenge: config.challenge.name(),
-                    },
-                )?;
+                    });
+                };
+                let mut challenge =
+                    authz
+                        .challenge(kind.acme_type())
+                        .ok_or(Error::ChallengeUnavailable {
+                            name: name.to_owned(),
+                            challenge: kind.name(),
+                        })?;
+                tracing::info!(name = %name, "answering the ACME {kind} challenge");
+                *used = Some(kind);
                 let key_auth = challenge.key_authorization();
-                match config.challenge {
+                match kind {
                     Challenge::Http01 => {
                         let token = challenge.token.clone();
                         self.inner
@@ -518,7 +595,7 @@ impl AcmeManager {
                             .insert(token.clone(), key_auth.as_str().to_owned());
                         cleanup.tokens.push(token);
                     }
-                    Challenge::TlsAlpn01 => {
+                    Challenge::TlsAlpn01 | Challenge::Any => {
                         let ident = challenge.identifier().to_string();
                         let cert = tls_alpn01_cert(&ident, key_auth.digest().as_ref())?;
                         self.inner.resolver.set_challenge(&ident, cert);
@@ -634,6 +711,18 @@ mod tests {
         ] {
             assert!(validate_hostname(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn any_prefers_tls_alpn01_then_http01() {
+        assert_eq!(
+            Challenge::Any.candidates(),
+            [Challenge::TlsAlpn01, Challenge::Http01]
+        );
+        assert!(Challenge::Any.uses_http01() && Challenge::Any.uses_tls_alpn01());
+        assert!(!Challenge::Http01.uses_tls_alpn01());
+        assert!(!Challenge::TlsAlpn01.uses_http01());
+        assert_eq!(Challenge::Http01.to_string(), "http-01");
     }
 
     #[test]

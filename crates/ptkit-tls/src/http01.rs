@@ -106,11 +106,133 @@ impl fmt::Debug for Http01Responder {
     }
 }
 
+/// What the port-80 server answers to requests that are not HTTP-01 challenges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Http01Fallback {
+    /// 404 with an empty body.
+    #[default]
+    NotFound,
+    /// Go autocert's `HTTPHandler(nil)`, which the Go Snowflake server uses: GET and HEAD
+    /// get a 302 to `https://<host>/<uri>` (with `:443` when the `Host` header names a
+    /// port), other methods a 400 "Use HTTPS".
+    RedirectToHttps,
+}
+
+impl Http01Fallback {
+    /// The response to a request outside [`HTTP01_PATH_PREFIX`].
+    pub fn respond<B>(self, req: &http::Request<B>) -> http::Response<Full<Bytes>> {
+        match self {
+            Http01Fallback::NotFound => {
+                plain_response(http::StatusCode::NOT_FOUND, Bytes::new(), None)
+            }
+            Http01Fallback::RedirectToHttps => redirect_to_https(req),
+        }
+    }
+}
+
+/// autocert's `handleHTTPRedirect`.
+fn redirect_to_https<B>(req: &http::Request<B>) -> http::Response<Full<Bytes>> {
+    let method = req.method();
+    if method != http::Method::GET && method != http::Method::HEAD {
+        // net/http's http.Error.
+        return plain_response(
+            http::StatusCode::BAD_REQUEST,
+            Bytes::from_static(b"Use HTTPS\n"),
+            Some("text/plain; charset=utf-8"),
+        );
+    }
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str))
+        .unwrap_or("");
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let target = format!("https://{}{uri}", https_host(host));
+    // net/http's http.Redirect: a short HTML body for GET, none for HEAD.
+    let body = if method == http::Method::GET {
+        Bytes::from(format!(
+            "<a href=\"{}\">Found</a>.\n\n",
+            html_escape(&target)
+        ))
+    } else {
+        Bytes::new()
+    };
+    let mut response = plain_response(
+        http::StatusCode::FOUND,
+        body,
+        (method == http::Method::GET).then_some("text/html; charset=utf-8"),
+    );
+    if let Ok(location) = http::HeaderValue::from_str(&target) {
+        response
+            .headers_mut()
+            .insert(http::header::LOCATION, location);
+    }
+    response
+}
+
+/// autocert's `stripPort`: `host:port` becomes `host:443`; a host without a port is kept.
+fn https_host(host: &str) -> String {
+    let split = match host.strip_prefix('[') {
+        // "[v6]:port"
+        Some(rest) => rest.split_once("]:").map(|(ip, _)| format!("[{ip}]:443")),
+        None => match host.split_once(':') {
+            // Exactly one colon: "name:port" (a bare IPv6 address has several).
+            Some((name, port)) if !port.contains(':') => Some(format!("{name}:443")),
+            _ => None,
+        },
+    };
+    split.unwrap_or_else(|| host.to_owned())
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
+}
+
+fn plain_response(
+    status: http::StatusCode,
+    body: Bytes,
+    content_type: Option<&'static str>,
+) -> http::Response<Full<Bytes>> {
+    let mut response = http::Response::new(Full::new(body));
+    *response.status_mut() = status;
+    if let Some(ct) = content_type {
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(ct),
+        );
+        headers.insert(
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            http::HeaderValue::from_static("nosniff"),
+        );
+    }
+    response
+}
+
 /// Serves HTTP-01 challenges (and 404 for anything else) on `listener` until `shutdown`
 /// stops accepting. For when nothing else listens on port 80.
 pub async fn serve_http01(
     listener: TcpListener,
     responder: Http01Responder,
+    shutdown: Shutdown,
+) -> Result<()> {
+    serve_http01_with(listener, responder, Http01Fallback::NotFound, shutdown).await
+}
+
+/// [`serve_http01`] answering other requests with `fallback`.
+pub(crate) async fn serve_http01_with(
+    listener: TcpListener,
+    responder: Http01Responder,
+    fallback: Http01Fallback,
     shutdown: Shutdown,
 ) -> Result<()> {
     loop {
@@ -129,11 +251,9 @@ pub async fn serve_http01(
         let responder = responder.clone();
         shutdown.spawn(async move {
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let response = responder.handle(&req).unwrap_or_else(|| {
-                    let mut r = http::Response::new(Full::new(Bytes::new()));
-                    *r.status_mut() = http::StatusCode::NOT_FOUND;
-                    r
-                });
+                let response = responder
+                    .handle(&req)
+                    .unwrap_or_else(|| fallback.respond(&req));
                 async move { Ok::<_, Infallible>(response) }
             });
             let conn = http1::Builder::new()
@@ -174,5 +294,60 @@ mod tests {
         assert!(r.handle(&req).is_none());
         r.remove("tok");
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn redirects_like_autocert() {
+        let fallback = Http01Fallback::RedirectToHttps;
+        let get = |uri: &str, host: &str| {
+            let req = http::Request::get(uri)
+                .header("host", host)
+                .body(())
+                .unwrap();
+            fallback.respond(&req)
+        };
+        let r = get("/a/b?c=d", "snow.example.com:80");
+        assert_eq!(r.status(), 302);
+        assert_eq!(
+            r.headers()["location"],
+            "https://snow.example.com:443/a/b?c=d"
+        );
+        assert_eq!(
+            get("/", "snow.example.com").headers()["location"],
+            "https://snow.example.com/"
+        );
+        assert_eq!(
+            get("/x", "[2001:db8::1]:8080").headers()["location"],
+            "https://[2001:db8::1]:443/x"
+        );
+        assert_eq!(
+            get("/x", "[2001:db8::1]").headers()["location"],
+            "https://[2001:db8::1]/x"
+        );
+        let head = http::Request::head("/").header("host", "h.example:80");
+        let r = fallback.respond(&head.body(()).unwrap());
+        assert_eq!(r.status(), 302);
+        assert_eq!(r.headers()["location"], "https://h.example:443/");
+        let post = http::Request::post("/").header("host", "h.example");
+        let r = fallback.respond(&post.body(()).unwrap());
+        assert_eq!(r.status(), 400);
+        let body = http_body_util::BodyExt::collect(r.into_body());
+        let bytes = collect_body(body);
+        assert_eq!(&bytes[..], b"Use HTTPS\n");
+        assert_eq!(
+            Http01Fallback::NotFound
+                .respond(&http::Request::get("/").body(()).unwrap())
+                .status(),
+            404
+        );
+    }
+
+    fn collect_body(body: http_body_util::combinators::Collect<Full<Bytes>>) -> Bytes {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(body)
+            .unwrap()
+            .to_bytes()
     }
 }
