@@ -5,7 +5,7 @@
 //! `SMETHODS DONE`, and sends each client stream to the Extended ORPort with
 //! `TRANSPORT snowflake` and `USERADDR <client_ip>:1`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use ptkit_core::{
 };
 use ptkit_snowflake::SnowflakeServer;
 use ptkit_snowflake::metrics::Metrics;
-use ptkit_tls::options::{AcmeOptions, start_acme};
+use ptkit_tls::options::{AcmeOptions, AcmeRuntime, Http01Fallback};
 use ptkit_tor::lines::LineWriter;
 use ptkit_tor::managed::{self, ManagedOptions};
 use tracing::{error, info};
@@ -32,7 +32,8 @@ snowflake-server runs under tor, which sets TOR_PT_* variables. In a torrc:
     ExtORPort auto
 
 Certificates: with -acme-hostnames the server obtains them itself from Let's Encrypt, answering
-HTTP-01 on port 80 of the listen address (as the Go server does) and TLS-ALPN-01 on port 443;
+HTTP-01 on port 80 of the listen address (as the Go server does) and TLS-ALPN-01 on port 443
+(an extra listener when the listen port is not 443; the server exits if it cannot bind it);
 they are cached in $TOR_PT_STATE_LOCATION/snowflake-certificate-cache. Ports below 1024 need
     setcap 'cap_net_bind_service=+ep' /usr/local/bin/snowflake-server
 Transport options (ServerTransportOptions snowflake …): num-turbotunnel=N, orport-srcaddr=IP[/len].
@@ -193,7 +194,136 @@ fn init_logging(flags: &Flags) -> anyhow::Result<()> {
 enum Tls {
     Disabled,
     Files(PathBuf, PathBuf),
-    Acme(AcmeOptions),
+    Acme(AcmeSetup),
+}
+
+/// ACME settings plus what every bind address shares: one manager, one HTTP-01 listener
+/// (on the first bind address whose port 80 can be bound, as in Go), one TLS-ALPN-01
+/// listener per IP.
+#[derive(Debug, Clone)]
+struct AcmeSetup {
+    options: AcmeOptions,
+    shared: Arc<tokio::sync::Mutex<AcmeShared>>,
+}
+
+#[derive(Debug, Default)]
+struct AcmeShared {
+    runtime: Option<AcmeRuntime>,
+    http01_open: bool,
+    /// IPs with a TLS-ALPN-01 answerer on port 443 (an extra listener, or the WebSocket
+    /// listener itself).
+    tls_alpn01_on: Vec<IpAddr>,
+}
+
+impl AcmeSetup {
+    fn new(options: AcmeOptions) -> Self {
+        AcmeSetup {
+            options,
+            shared: Arc::default(),
+        }
+    }
+
+    /// Gets the ACME manager ready for the bind address `listen` and opens the challenge
+    /// listeners it needs: HTTP-01 on `<ip>:80` (once), and TLS-ALPN-01 on an extra
+    /// `<ip>:443` listener when `listen` is not on port 443. The error text is what
+    /// `SMETHOD-ERROR snowflake` reports for this bind address.
+    async fn prepare(
+        &self,
+        listen: SocketAddr,
+        state_dir: Option<PathBuf>,
+    ) -> Result<AcmeRuntime, TransportError> {
+        let mut shared = self.shared.lock().await;
+        let runtime = match &shared.runtime {
+            Some(r) => r.clone(),
+            None => {
+                let cache = state_dir
+                    .unwrap_or_else(|| PathBuf::from("."))
+                    .join("snowflake-certificate-cache");
+                info!(
+                    "caching ACME certificates in directory {:?}",
+                    cache.display().to_string()
+                );
+                let r = AcmeRuntime::new(&self.options, cache)?;
+                shared.runtime = Some(r.clone());
+                r
+            }
+        };
+        let challenge = self.options.challenge;
+        let ip = listen.ip();
+        let http01 = if challenge.uses_http01() && !shared.http01_open {
+            let addr = SocketAddr::new(ip, 80);
+            let listener = ptkit_core::net::bind_tcp(addr).map_err(|e| {
+                TransportError::Io(std::io::Error::other(format!(
+                    "HTTP-01 ACME listener: {}",
+                    go_listen_error(addr, &e)
+                )))
+            })?;
+            Some(listener)
+        } else {
+            None
+        };
+        let covered = |ips: &[IpAddr]| {
+            ips.iter()
+                .any(|c| *c == ip || (c.is_unspecified() && c.is_ipv4() == ip.is_ipv4()))
+        };
+        let tls_alpn01 = if !challenge.uses_tls_alpn01() || covered(&shared.tls_alpn01_on) {
+            None
+        } else if listen.port() == 443 {
+            // The WebSocket listener answers `acme-tls/1` itself.
+            shared.tls_alpn01_on.push(ip);
+            None
+        } else {
+            let addr = SocketAddr::new(ip, 443);
+            // On failure the port-80 listener bound above is dropped with this bind address.
+            let listener = ptkit_core::net::bind_tcp(addr)
+                .map_err(|e| TransportError::Io(std::io::Error::other(port_443_error(addr, &e))))?;
+            Some(listener)
+        };
+        if let Some(listener) = http01 {
+            info!("ACME HTTP-01 listener on {}", SocketAddr::new(ip, 80));
+            runtime.serve_http01(listener, Http01Fallback::RedirectToHttps);
+            shared.http01_open = true;
+        }
+        if let Some(listener) = tls_alpn01 {
+            info!(
+                "ACME TLS-ALPN-01 listener on {} (answers only ACME validations)",
+                SocketAddr::new(ip, 443)
+            );
+            runtime.serve_tls_alpn01(listener);
+            shared.tls_alpn01_on.push(ip);
+        }
+        Ok(runtime)
+    }
+}
+
+/// Go's `net.Listen` error text: `listen tcp 127.0.0.1:80: bind: address already in use`.
+fn go_listen_error(addr: SocketAddr, e: &std::io::Error) -> String {
+    let reason = match e.raw_os_error() {
+        Some(code) => {
+            let text = std::io::Error::from_raw_os_error(code).to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text).to_owned();
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(first) => format!("bind: {}{}", first.to_lowercase(), chars.as_str()),
+                None => text,
+            }
+        }
+        None => e.to_string(),
+    };
+    format!("listen tcp {addr}: {reason}")
+}
+
+/// The one-line reason when the TLS-ALPN-01 listener on port 443 cannot be opened.
+fn port_443_error(addr: SocketAddr, e: &std::io::Error) -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "/usr/local/bin/snowflake-server".to_owned());
+    format!(
+        "ACME TLS-ALPN-01 listener: {}; ACME certificates need port 443 (free it, or allow \
+         binding it without root: setcap 'cap_net_bind_service=+ep' {exe}; or use \
+         --acme-challenge http-01)",
+        go_listen_error(addr, e)
+    )
 }
 
 fn tls_mode(flags: &Flags) -> anyhow::Result<Tls> {
@@ -219,16 +349,17 @@ fn tls_mode(flags: &Flags) -> anyhow::Result<Tls> {
             if let Some(c) = &flags.acme_ca {
                 opts.push("acme-ca", c.display().to_string());
             }
-            if let Some(c) = &flags.acme_challenge {
-                opts.push("acme-challenge", c.clone());
-            }
-            if flags.acme_challenge.as_deref() == Some("http-01") {
-                // Replaced per listener with its own IP and port 80.
-                opts.push("acme-http-listen", "0.0.0.0:80");
-            }
+            // Both challenges unless one is forced: TLS-ALPN-01 on port 443 as the seed
+            // README describes, HTTP-01 on port 80 as Go 2.5.1 does.
+            opts.push(
+                "acme-challenge",
+                flags.acme_challenge.clone().unwrap_or_else(|| "any".into()),
+            );
+            // Placeholder: the HTTP-01 listener is opened on the first bind address's IP.
+            opts.push("acme-http-listen", "0.0.0.0:80");
             let (acme, _) =
                 ptkit_tls::options::split_acme(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
-            acme.map(Tls::Acme)
+            acme.map(|a| Tls::Acme(AcmeSetup::new(a)))
                 .ok_or_else(|| anyhow::anyhow!("--acme-hostnames is empty"))
         }
         (None, None, None) => anyhow::bail!(
@@ -267,27 +398,23 @@ impl ServerTransport for SnowflakeTransport {
                     config.options.push("tls-key", key.display().to_string());
                     SnowflakeServer::new()
                 }
-                Tls::Acme(mut acme) => {
+                Tls::Acme(acme) => {
                     if config.listen.port() == 0 {
                         return Err(TransportError::Io(std::io::Error::other(
                             ptkit_snowflake::server::PORT_ZERO_ERROR,
                         )));
                     }
-                    if acme.http_listen.is_some() {
-                        acme.http_listen = Some(SocketAddr::new(config.listen.ip(), 80));
-                    }
-                    let cache = config
-                        .state_dir
-                        .clone()
-                        .unwrap_or_else(|| PathBuf::from("."))
-                        .join("snowflake-certificate-cache");
-                    info!(
-                        "caching ACME certificates in directory {:?}",
-                        cache.display().to_string()
-                    );
-                    let names = acme.hostnames.clone();
-                    let acceptor = start_acme(acme, cache).await?;
-                    SnowflakeServer::with_acceptor(acceptor, names)
+                    let runtime = acme
+                        .prepare(config.listen, config.state_dir.clone())
+                        .await?;
+                    let names = acme.options.hostnames.clone();
+                    let listener = SnowflakeServer::with_acceptor(runtime.acceptor(), names)
+                        .with_metrics(this.metrics.clone())
+                        .listen(config)
+                        .await?;
+                    // Every challenge listener is up now: order (or load the cache).
+                    runtime.start_renewal();
+                    return Ok(listener);
                 }
             };
             server
@@ -304,7 +431,7 @@ async fn run(flags: Flags) -> anyhow::Result<i32> {
     let tls = tls_mode(&flags)?;
     info!("starting");
     if let Tls::Acme(a) = &tls {
-        info!("ACME hostnames: {:?}", a.hostnames);
+        info!("ACME hostnames: {:?}", a.options.hostnames);
     }
     let metrics = Arc::new(Metrics::default());
     let transport = SnowflakeTransport {
@@ -332,6 +459,11 @@ async fn run(flags: Flags) -> anyhow::Result<i32> {
         Ok(r) => r,
         Err(_) => return Ok(1),
     };
+    if running.stats.is_empty() {
+        // Every bind address got SMETHOD-ERROR (e.g. port 443 or 80 unavailable for ACME).
+        error!("no snowflake listener could be opened; exiting");
+        return Ok(1);
+    }
     if let Some(addr) = flags.metrics {
         let stats = running.stats.clone();
         let listener = ptkit_core::net::bind_tcp(addr)?;
@@ -372,6 +504,29 @@ async fn run(flags: Flags) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_errors_read_like_go() {
+        let addr: SocketAddr = "127.0.0.1:80".parse().unwrap_or_else(|_| unreachable!());
+        let e = std::io::Error::from_raw_os_error(libc::EADDRINUSE);
+        assert_eq!(
+            go_listen_error(addr, &e),
+            "listen tcp 127.0.0.1:80: bind: address already in use"
+        );
+        let e = std::io::Error::from_raw_os_error(libc::EACCES);
+        let line = port_443_error("0.0.0.0:443".parse().unwrap_or_else(|_| unreachable!()), &e);
+        assert!(
+            line.starts_with(
+                "ACME TLS-ALPN-01 listener: listen tcp 0.0.0.0:443: bind: permission denied;"
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains("setcap 'cap_net_bind_service=+ep' /"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+    }
 
     #[test]
     fn dates_like_go() {
