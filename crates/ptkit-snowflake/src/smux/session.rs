@@ -12,13 +12,23 @@ use super::{Event, ReadOutcome, Role, SmuxConfig, SmuxError, SmuxStats, StreamId
 /// keeps `written − consumed` comparisons exact in 32-bit wrapping arithmetic.
 const MAX_PEER_WINDOW: u32 = i32::MAX as u32;
 
+/// PSH payloads shorter than this are copied into a stream's `tail` instead of being kept as
+/// chunks of their own, so a peer sending tiny frames cannot make per-chunk overhead dwarf
+/// the window (1-byte frames would otherwise cost ~60 bytes of bookkeeping per byte).
+const SMALL_CHUNK: usize = 4096;
+/// `tail` is moved into the chunk queue once it holds this much.
+const TAIL_FLUSH: usize = 16 * 1024;
+
 /// One open stream.
 #[derive(Debug)]
 pub(super) struct Stream {
     // Receive side.
-    /// Received, unread chunks.
+    /// Received, unread chunks (each at least `SMALL_CHUNK` bytes when queued, or a flushed
+    /// `tail`), so at most about `window / SMALL_CHUNK` of them.
     pub(super) recv: VecDeque<Bytes>,
-    /// Sum of `recv` lengths.
+    /// Small payloads received after everything in `recv`.
+    pub(super) tail: BytesMut,
+    /// Sum of `recv` and `tail` lengths.
     pub(super) recv_len: usize,
     /// Total PSH payload bytes received.
     pub(super) received: u64,
@@ -53,6 +63,7 @@ impl Stream {
     fn new() -> Self {
         Stream {
             recv: VecDeque::new(),
+            tail: BytesMut::new(),
             recv_len: 0,
             received: 0,
             num_read: 0,
@@ -67,6 +78,49 @@ impl Stream {
             readable_queued: false,
             writable_queued: false,
         }
+    }
+
+    /// Appends received data (after the window check).
+    fn push(&mut self, data: Bytes) {
+        if data.len() < SMALL_CHUNK {
+            self.tail.extend_from_slice(&data);
+            if self.tail.len() >= TAIL_FLUSH {
+                self.recv.push_back(self.tail.split().freeze());
+            }
+        } else {
+            if !self.tail.is_empty() {
+                self.recv.push_back(self.tail.split().freeze());
+            }
+            self.recv.push_back(data);
+        }
+    }
+
+    /// Copies buffered data into `buf`, returning how much.
+    fn pop(&mut self, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n < buf.len() {
+            let Some(chunk) = self.recv.front_mut() else {
+                break;
+            };
+            let take = chunk.len().min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&chunk[..take]);
+            chunk.advance(take);
+            n += take;
+            if chunk.is_empty() {
+                self.recv.pop_front();
+            }
+        }
+        if n < buf.len() && !self.tail.is_empty() {
+            let take = self.tail.len().min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&self.tail[..take]);
+            self.tail.advance(take);
+            n += take;
+            if self.tail.is_empty() && self.tail.capacity() > 2 * TAIL_FLUSH {
+                self.tail = BytesMut::new();
+            }
+        }
+        self.recv_len -= n;
+        n
     }
 
     /// Bytes the peer's window still allows us to send.
@@ -232,7 +286,7 @@ impl Session {
                 stream.received = received;
                 stream.recv_len += data.len();
                 self.stats.bytes_received += data.len() as u64;
-                stream.recv.push_back(data);
+                stream.push(data);
                 if !stream.readable_queued {
                     stream.readable_queued = true;
                     self.events.push_back(Event::Readable(sid));
@@ -344,19 +398,7 @@ impl Session {
         if buf.is_empty() {
             return Ok(ReadOutcome::Data(0));
         }
-        let mut n = 0;
-        while n < buf.len() {
-            let Some(chunk) = stream.recv.front_mut() else {
-                break;
-            };
-            let take = chunk.len().min(buf.len() - n);
-            buf[n..n + take].copy_from_slice(&chunk[..take]);
-            chunk.advance(take);
-            n += take;
-            if chunk.is_empty() {
-                stream.recv.pop_front();
-            }
-        }
+        let n = stream.pop(buf);
         if n == 0 {
             return if stream.fin_received {
                 Ok(ReadOutcome::Eof)
@@ -366,7 +408,6 @@ impl Session {
                 Ok(ReadOutcome::WouldBlock)
             };
         }
-        stream.recv_len -= n;
         stream.num_read += n as u64;
         stream.incr += n as u64;
         let window = self.config.max_stream_buffer;
@@ -741,6 +782,7 @@ pub fn fuzz_frames(data: &[u8]) {
         for s in session.streams.values() {
             let limit = u64::from(INITIAL_PEER_WINDOW.max(cfg.max_stream_buffer));
             assert!(s.recv_len as u64 <= limit);
+            assert!(s.recv.len() as u64 <= limit / SMALL_CHUNK as u64 + 1);
         }
     }
 }

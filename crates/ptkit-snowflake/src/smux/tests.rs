@@ -879,6 +879,38 @@ fn hostile_huge_peer_window_is_bounded_by_pending_output() {
 }
 
 #[test]
+fn hostile_tiny_frames_do_not_multiply_memory() {
+    let now = Instant::now();
+    let mut s = server_with_stream3(SmuxConfig::server(), now);
+    let input: Vec<u8> = (0..262_144u32).flat_map(|i| psh(3, &[i as u8])).collect();
+    s.handle_input(&input, now).unwrap();
+    assert_eq!(s.readable(3), 262_144);
+    let st = &s.streams[&3];
+    assert!(
+        st.recv.len() <= 262_144 / 16_384,
+        "{} chunks",
+        st.recv.len()
+    );
+    // Order is preserved across chunks, tail and large frames.
+    let mut out = vec![0u8; 300_000];
+    let mut got = 0;
+    while let ReadOutcome::Data(n) = s.read(3, &mut out[got..got + 1000]).unwrap() {
+        got += n;
+    }
+    assert_eq!(got, 262_144);
+    assert!(out[..got].iter().enumerate().all(|(i, &b)| b == i as u8));
+    s.handle_input(
+        &[psh(3, b"ab"), psh(3, &[b'c'; 5000]), psh(3, b"de")].concat(),
+        now,
+    )
+    .unwrap();
+    let mut buf = [0u8; 6000];
+    assert_eq!(s.read(3, &mut buf).unwrap(), ReadOutcome::Data(5004));
+    assert_eq!(&buf[..3], b"abc");
+    assert_eq!(&buf[5001..5004], b"cde");
+}
+
+#[test]
 fn hostile_truncated_frame_memory_is_bounded() {
     let now = Instant::now();
     let mut s = server_with_stream3(SmuxConfig::server(), now);
