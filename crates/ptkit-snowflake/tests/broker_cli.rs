@@ -51,7 +51,7 @@ fn broker(args: &[&str]) -> Command {
 }
 
 #[test]
-fn bad_flags_print_one_line_and_exit_2() {
+fn broker_bad_flags_print_one_line_and_exit_2() {
     for args in [
         &["-bogus"][..],
         &["--addr"],
@@ -75,7 +75,7 @@ fn bad_flags_print_one_line_and_exit_2() {
 }
 
 #[test]
-fn help_and_version() {
+fn broker_help_and_version() {
     for flag in ["-h", "--help", "-help"] {
         let out = broker(&[flag]).output().unwrap();
         assert_eq!(out.status.code(), Some(0));
@@ -99,7 +99,7 @@ fn help_and_version() {
 }
 
 #[test]
-fn config_errors_exit_1() {
+fn broker_config_errors_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("bridges.jsonl");
     std::fs::write(&list, "{\"unknown\":1}\n").unwrap();
@@ -122,7 +122,7 @@ fn config_errors_exit_1() {
 }
 
 #[test]
-fn serves_plain_http_and_stops_on_sigterm() {
+fn broker_serves_plain_http_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = dir.path().join("metrics.log");
     let mut child = broker(&[

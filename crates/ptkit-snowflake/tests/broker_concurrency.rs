@@ -22,7 +22,7 @@ fn answer_for(offer: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn thousand_proxies_thousand_clients() {
+async fn broker_thousand_proxies_thousand_clients() {
     let shutdown = Shutdown::new();
     let mut config = BrokerConfig::new("127.0.0.1:0".parse().unwrap());
     config.settings.allowed_relay_pattern = "127.0.0.1$".into();

@@ -55,7 +55,7 @@ async fn waiting_proxy(
 }
 
 #[tokio::test]
-async fn spec_3_cors_options_robots_and_not_found() {
+async fn broker_spec_3_cors_options_robots_and_not_found() {
     let (b, _sd) = broker(|_| {}).await;
     let addr = b.local_addr();
     for path in [
@@ -105,7 +105,7 @@ async fn spec_3_cors_options_robots_and_not_found() {
 }
 
 #[tokio::test]
-async fn spec_3_1_client_responses_over_http() {
+async fn broker_spec_3_1_client_responses_over_http() {
     let (b, _sd) = broker(|_| {}).await;
     let addr = b.local_addr();
     // No proxy: 200 with the Go error text.
@@ -215,7 +215,7 @@ async fn spec_3_1_client_responses_over_http() {
 }
 
 #[tokio::test]
-async fn spec_3_1_legacy_client_status_codes() {
+async fn broker_spec_3_1_legacy_client_status_codes() {
     let (b, _sd) = broker(|_| {}).await;
     let addr = b.local_addr();
     let offer = "{\"type\":\"offer\",\"sdp\":\"v=0\"}";
@@ -257,7 +257,7 @@ async fn spec_3_1_legacy_client_status_codes() {
 }
 
 #[tokio::test]
-async fn spec_3_2_proxy_and_answer_errors_over_http() {
+async fn broker_spec_3_2_proxy_and_answer_errors_over_http() {
     let (b, _sd) = broker(|c| c.settings.limits.proxy_timeout = Duration::from_millis(200)).await;
     let addr = b.local_addr();
     for bad in [
@@ -327,7 +327,7 @@ async fn spec_3_2_proxy_and_answer_errors_over_http() {
 }
 
 #[tokio::test]
-async fn amp_client_endpoint() {
+async fn broker_amp_client_endpoint() {
     let (b, _sd) = broker(|c| c.settings.allow_unknown_nat_pairing = true).await;
     let addr = b.local_addr();
     let get =
@@ -364,7 +364,7 @@ async fn amp_client_endpoint() {
 }
 
 #[tokio::test]
-async fn bridge_list_replaces_default_and_reloads() {
+async fn broker_bridge_list_replaces_default_and_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("bridges.jsonl");
     let line = |url: &str| {
@@ -428,7 +428,7 @@ async fn bridge_list_replaces_default_and_reloads() {
 }
 
 #[tokio::test]
-async fn start_rejects_a_bad_bridge_list() {
+async fn broker_start_rejects_a_bad_bridge_list() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("bridges.jsonl");
     std::fs::write(
@@ -444,7 +444,7 @@ async fn start_rejects_a_bad_bridge_list() {
 }
 
 #[tokio::test]
-async fn keep_alive_connection_serves_many_requests() {
+async fn broker_keep_alive_connection_serves_many_requests() {
     let (b, _sd) = broker(|_| {}).await;
     let mut conn = BrokerConnection::connect(b.local_addr()).await.unwrap();
     for _ in 0..20 {
