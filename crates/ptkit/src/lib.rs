@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod snowflake_broker;
 pub mod snowflake_server;
 pub mod transports;
+pub mod turbotunnel_load;

@@ -71,6 +71,10 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         mebibytes: u64,
     },
+    /// Load-test a Snowflake server with turbotunnel sessions over WebSockets (no WebRTC):
+    /// throughput, round-trip latency, idle sessions, WebSocket switches mid-session. The
+    /// server's upstream must be `loadgen server` (see scripts/bench-snowflake.sh).
+    Turbotunnel(ptkit::turbotunnel_load::LoadArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -523,6 +527,7 @@ async fn run_standalone(cli: &Cli) -> anyhow::Result<i32> {
             ptkit::demo::run(*mebibytes).await?;
             return Ok(0);
         }
+        Command::Turbotunnel(a) => return ptkit::turbotunnel_load::run(a.clone()).await,
         Command::Client(c) => {
             let t = registry.client(&c.transport).with_context(|| {
                 format!(
