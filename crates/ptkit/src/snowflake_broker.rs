@@ -438,7 +438,10 @@ async fn run(o: Options) -> anyhow::Result<()> {
                 running = Some(r);
                 break;
             }
-            Err(e @ BrokerError::Io { .. }) => last_err = Some(e),
+            // Only a failed bind tries the next address (IPv6 may be off).
+            Err(e @ BrokerError::Io { .. }) if e.to_string().starts_with("cannot listen") => {
+                last_err = Some(e)
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -80,12 +80,18 @@ impl RunningBroker {
     }
 }
 
-/// Starts a broker: loads the bridge list and geoip files, binds, serves until `shutdown`,
+/// Starts a broker: binds, loads the bridge list and geoip files, serves until `shutdown`,
 /// and writes the metrics log every [`super::BrokerLimits::metrics_interval`].
 pub async fn start(
     config: BrokerConfig,
     shutdown: &Shutdown,
 ) -> Result<RunningBroker, BrokerError> {
+    // Bind first: connections arriving while the files load wait in the listen backlog.
+    let listener = ptkit_core::net::bind_tcp(config.listen)
+        .map_err(|e| BrokerError::io(format!("cannot listen on {}", config.listen), e))?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| BrokerError::io("listener address", e))?;
     let broker = Arc::new(Broker::new(config.settings));
     reload(&broker).await?;
     let metrics_file = match &config.metrics_log {
@@ -95,11 +101,6 @@ pub async fn start(
         }
         _ => None,
     };
-    let listener = ptkit_core::net::bind_tcp(config.listen)
-        .map_err(|e| BrokerError::io(format!("cannot listen on {}", config.listen), e))?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|e| BrokerError::io("listener address", e))?;
     let ctx = Arc::new(HttpContext { metrics_file });
     serve(listener, broker.clone(), ctx, config.tls, shutdown);
     spawn_metrics_log(broker.clone(), config.metrics_log, shutdown);
