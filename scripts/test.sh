@@ -3,14 +3,14 @@
 # packages, when run as root), then runs every check. CI runs exactly this (.ci/run).
 #
 #   scripts/test.sh            everything (about 10 minutes on 2 cores from a clean clone)
-#   FUZZ_SECONDS=600 scripts/test.sh    longer fuzzing per target (default 15 s: a smoke)
+#   FUZZ_SECONDS=600 scripts/test.sh    longer fuzzing per target (default 10 s: a smoke)
 #   SKIP_FUZZ=1 scripts/test.sh         everything but the fuzz smoke (not for CI)
 #
 # With CI=true a missing peer is a failure, never a skip.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-FUZZ_SECONDS="${FUZZ_SECONDS:-15}"
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}"
 passed=0
 failed=0
 failures=()
@@ -32,9 +32,14 @@ step() {
 }
 
 # Debian packages of the real peers: tor (client and bridge), obfs4proxy and snowflake-client
-# (third-party PTs for the host side).
+# (third-party PTs for the host side), snowflake-proxy (with snowflake-client, the official
+# Snowflake peers of our server and broker), Go with kcp-go, smux and gorilla/websocket (a
+# reference turbotunnel peer built from Debian's sources), pebble (ACME), websockify,
+# python3-websockets and chromium (WebSocket peers), coturn (a real TURN client).
 install_peers() {
-  local want=(tor obfs4proxy snowflake-client pebble websockify python3-websockets chromium)
+  local want=(tor obfs4proxy snowflake-client snowflake-proxy pebble websockify python3-websockets
+    chromium golang-go golang-github-xtaci-kcp-dev golang-github-xtaci-smux-dev
+    golang-github-gorilla-websocket-dev coturn iproute2)
   local missing=()
   for p in "${want[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -88,6 +93,18 @@ tor_e2e() {
     scripts/tor-e2e.sh --pt-bin target/release/ptkit --transport websocket --timeout 90
 }
 
+# The official snowflake-client and snowflake-proxy through ptkit's broker and server, in a
+# private network namespace: data, proxy failover, and a real tor client and bridge.
+snowflake_e2e() {
+  if [ "$(id -u)" -ne 0 ] || ! command -v snowflake-proxy >/dev/null 2>&1; then
+    echo "needs root (network namespace) and snowflake-client/snowflake-proxy"
+    [ "${CI:-}" = "true" ] && return 1
+    echo "SKIP (not CI)"
+    return 0
+  fi
+  scripts/snowflake-e2e.sh --ptkit target/release/ptkit --timeout 150
+}
+
 netns_bind() {
   if [ "$(id -u)" -ne 0 ]; then
     echo "needs root for a network namespace"
@@ -114,6 +131,7 @@ step "single crypto provider (no ring)" no_ring
 step "cargo deny (bans, licenses, sources)" cargo_deny
 step "release build" cargo build --release --locked -p ptkit
 step "real tor, both roles, offline on loopback (plain, websocket)" tor_e2e
+step "Snowflake: official client and proxy through ptkit's broker and server (netns)" snowflake_e2e
 step "outbound bind addresses in a network namespace (E-10)" netns_bind
 step "fuzz smoke (${FUZZ_SECONDS}s per target)" fuzz_smoke
 
