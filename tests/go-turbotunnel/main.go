@@ -5,11 +5,12 @@
 // kcp-go 5.6.1, smux 1.5.16 and gorilla/websocket 1.5.0 (all from Debian's gocode).
 //
 //	go-turbotunnel server -listen 127.0.0.1:P -upstream 127.0.0.1:Q
-//	go-turbotunnel client -url ws://127.0.0.1:P/ -echo-bytes N [-streams K]
+//	go-turbotunnel client -url ws://127.0.0.1:P/ -echo-bytes N [-streams K] [-switches S]
 //
 // The server behaves like snowflake-server with a plain ORPort: every smux stream is
 // copied to a new TCP connection to -upstream. The client opens K streams, writes N random
-// bytes on each, reads N bytes back, checks them, and prints "OK <seconds>".
+// bytes on each, reads N bytes back, checks them, and prints "OK <seconds>"; with -switches
+// it replaces its WebSocket (same ClientID, same KCP session) mid-transfer.
 package main
 
 import (
@@ -465,53 +466,122 @@ func runServer(args []string) error {
 
 // ---------------------------------------------------------------- client
 
-// wsPacketConn is the client's net.PacketConn over one WebSocket: a 512-packet send queue
-// that drops when full (like the client's redial layer) and an encapsulation reader.
-type wsPacketConn struct {
-	stream *wsStream
-	br     *bufio.Reader
-	send   chan []byte
-	closed chan struct{}
-	once   sync.Once
-	err    error
+// redialPacketConn is the client's net.PacketConn: a 512-packet send queue that drops when
+// full and outlives any one WebSocket (like the client's redial layer), and a receive queue
+// that every WebSocket of the session feeds. switchCarrier replaces the WebSocket; packets
+// written in between wait in the send queue.
+type redialPacketConn struct {
+	url      string
+	clientID [8]byte
+	send     chan []byte
+	recv     chan []byte
+	closed   chan struct{}
+	once     sync.Once
+	mu       sync.Mutex
+	current  *carrier
 }
 
-func newWSPacketConn(ws *websocket.Conn) *wsPacketConn {
-	st := &wsStream{ws: ws}
-	c := &wsPacketConn{
-		stream: st,
-		br:     bufio.NewReaderSize(st, 4096),
+type carrier struct {
+	ws   *websocket.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func (c *carrier) stop() {
+	c.once.Do(func() {
+		close(c.done)
+		c.ws.Close()
+	})
+}
+
+func newRedialPacketConn(url string) (*redialPacketConn, error) {
+	c := &redialPacketConn{
+		url:    url,
 		send:   make(chan []byte, queueSize),
+		recv:   make(chan []byte, queueSize),
 		closed: make(chan struct{}),
 	}
-	go c.writeLoop()
-	return c
+	rand.Read(c.clientID[:])
+	return c, c.dial()
 }
 
-func (c *wsPacketConn) writeLoop() {
-	bw := bufio.NewWriterSize(c.stream, wsMsgLimit)
-	for {
-		select {
-		case <-c.closed:
-			return
-		case p := <-c.send:
-			if writeData(bw, p) != nil || bw.Flush() != nil {
-				c.Close()
+// dial opens a WebSocket, sends the token and the (same) ClientID, and starts its
+// reader and writer.
+func (c *redialPacketConn) dial() error {
+	ws, _, err := websocket.DefaultDialer.Dial(c.url, nil)
+	if err != nil {
+		return fmt.Errorf("dialing %s: %w", c.url, err)
+	}
+	pre := append(append([]byte(nil), token...), c.clientID[:]...)
+	if err := ws.WriteMessage(websocket.BinaryMessage, pre); err != nil {
+		ws.Close()
+		return err
+	}
+	car := &carrier{ws: ws, done: make(chan struct{})}
+	c.mu.Lock()
+	c.current = car
+	c.mu.Unlock()
+	st := &wsStream{ws: ws}
+	go func() {
+		defer car.stop()
+		bw := bufio.NewWriterSize(st, wsMsgLimit)
+		for {
+			select {
+			case <-car.done:
 				return
+			case <-c.closed:
+				return
+			case p := <-c.send:
+				if writeData(bw, p) != nil || bw.Flush() != nil {
+					return // this packet is lost; KCP retransmits
+				}
 			}
 		}
+	}()
+	go func() {
+		defer car.stop()
+		br := bufio.NewReaderSize(st, 4096)
+		buf := make([]byte, maxPacket)
+		for {
+			n, err := readData(br, buf)
+			if err != nil {
+				return
+			}
+			select {
+			case c.recv <- append([]byte(nil), buf[:n]...):
+			case <-car.done:
+				return
+			case <-c.closed:
+				return
+			default: // full: dropped
+			}
+		}
+	}()
+	return nil
+}
+
+// switchCarrier closes the current WebSocket, waits gap, and opens a new one.
+func (c *redialPacketConn) switchCarrier(gap time.Duration) error {
+	c.mu.Lock()
+	old := c.current
+	c.mu.Unlock()
+	if old != nil {
+		old.stop()
+	}
+	time.Sleep(gap)
+	return c.dial()
+}
+
+func (c *redialPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	select {
+	case pkt := <-c.recv:
+		return copy(p, pkt), dummyAddr{}, nil
+	case <-c.closed:
+		return 0, nil, net.ErrClosed
 	}
 }
 
-func (c *wsPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, err := readData(c.br, p)
-	if err != nil {
-		return 0, nil, err
-	}
-	return n, dummyAddr{}, nil
-}
-
-func (c *wsPacketConn) WriteTo(p []byte, _ net.Addr) (int, error) {
+func (c *redialPacketConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	select {
 	case <-c.closed:
 		return 0, net.ErrClosed
@@ -521,19 +591,27 @@ func (c *wsPacketConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	return len(p), nil
 }
 
-func (c *wsPacketConn) Close() error {
+func (c *redialPacketConn) Close() error {
 	c.once.Do(func() {
 		close(c.closed)
-		c.stream.ws.Close()
+		c.mu.Lock()
+		if c.current != nil {
+			c.current.stop()
+		}
+		c.mu.Unlock()
 	})
 	return nil
 }
-func (c *wsPacketConn) LocalAddr() net.Addr                { return dummyAddr{} }
-func (c *wsPacketConn) SetDeadline(t time.Time) error      { return nil }
-func (c *wsPacketConn) SetReadDeadline(t time.Time) error  { return nil }
-func (c *wsPacketConn) SetWriteDeadline(t time.Time) error { return nil }
+func (c *redialPacketConn) LocalAddr() net.Addr                { return dummyAddr{} }
+func (c *redialPacketConn) SetDeadline(t time.Time) error      { return nil }
+func (c *redialPacketConn) SetReadDeadline(t time.Time) error  { return nil }
+func (c *redialPacketConn) SetWriteDeadline(t time.Time) error { return nil }
 
-func echoOnce(sess *smux.Session, n int) error {
+const chunk = 64 << 10
+
+// echoOnce writes n random bytes on a new stream in 64 KiB chunks while reading them back.
+// afterChunk, when not nil, runs after each chunk written (for carrier switches).
+func echoOnce(sess *smux.Session, n int, afterChunk func(i int) error) error {
 	st, err := sess.OpenStream()
 	if err != nil {
 		return err
@@ -545,8 +623,23 @@ func echoOnce(sess *smux.Session, n int) error {
 	}
 	werr := make(chan error, 1)
 	go func() {
-		_, err := st.Write(data)
-		werr <- err
+		for i := 0; i*chunk < n; i++ {
+			end := (i + 1) * chunk
+			if end > n {
+				end = n
+			}
+			if _, err := st.Write(data[i*chunk : end]); err != nil {
+				werr <- err
+				return
+			}
+			if afterChunk != nil {
+				if err := afterChunk(i); err != nil {
+					werr <- err
+					return
+				}
+			}
+		}
+		werr <- nil
 	}()
 	got := make([]byte, n)
 	if _, err := io.ReadFull(st, got); err != nil {
@@ -570,6 +663,8 @@ func runClient(args []string) error {
 	url := fs.String("url", "", "ws:// URL of the server")
 	n := fs.Int("echo-bytes", 1<<20, "bytes to write and read back per stream")
 	streams := fs.Int("streams", 1, "streams to echo through at once")
+	switches := fs.Int("switches", 0, "WebSocket switches (same ClientID) during the first stream: "+
+		"after its 64 KiB chunks 8, 24, 40, ...; the first one leaves a 300 ms gap")
 	timeout := fs.Duration("timeout", 120*time.Second, "give up after this long")
 	fs.Parse(args)
 	if *url == "" {
@@ -580,17 +675,10 @@ func runClient(args []string) error {
 		os.Exit(1)
 	})
 	start := time.Now()
-	ws, _, err := websocket.DefaultDialer.Dial(*url, nil)
+	pconn, err := newRedialPacketConn(*url)
 	if err != nil {
-		return fmt.Errorf("dialing %s: %w", *url, err)
-	}
-	var clientID [8]byte
-	rand.Read(clientID[:])
-	pre := append(append([]byte(nil), token...), clientID[:]...)
-	if err := ws.WriteMessage(websocket.BinaryMessage, pre); err != nil {
 		return err
 	}
-	pconn := newWSPacketConn(ws)
 	defer pconn.Close()
 	conn, err := kcp.NewConn2(dummyAddr{}, nil, 0, 0, pconn)
 	if err != nil {
@@ -603,14 +691,33 @@ func runClient(args []string) error {
 		return err
 	}
 	defer sess.Close()
+	done := 0
+	switcher := func(i int) error {
+		if done >= *switches || i != 8+16*done {
+			return nil
+		}
+		gap := time.Duration(0)
+		if done == 0 {
+			gap = 300 * time.Millisecond
+		}
+		done++
+		return pconn.switchCarrier(gap)
+	}
 	errs := make(chan error, *streams)
 	for i := 0; i < *streams; i++ {
-		go func() { errs <- echoOnce(sess, *n) }()
+		var after func(int) error
+		if i == 0 {
+			after = switcher
+		}
+		go func() { errs <- echoOnce(sess, *n, after) }()
 	}
 	for i := 0; i < *streams; i++ {
 		if err := <-errs; err != nil {
 			return err
 		}
+	}
+	if done < *switches {
+		return fmt.Errorf("only %d of %d switches happened (stream too short)", done, *switches)
 	}
 	fmt.Printf("OK %.3f\n", time.Since(start).Seconds())
 	return nil

@@ -3,7 +3,8 @@
 //! own Go reference peer `tests/go-turbotunnel` (built by `scripts/build-go-peer.sh`).
 //!
 //! * our `TurbotunnelClient` → Go server (kcp-go listener + smux server) → TCP echo;
-//! * Go client (kcp-go `NewConn2` + smux client) → our `SnowflakeServer` → TCP echo;
+//! * Go client (kcp-go `NewConn2` + smux client) → our `SnowflakeServer` → TCP echo, also
+//!   switching WebSockets (same ClientID) mid-transfer;
 //! * Go client → Go server, as a control for the peer itself.
 //!
 //! The Go peer is built once into `$CARGO_TARGET_TMPDIR`, or taken from `PTKIT_GO_PEER`.
@@ -143,14 +144,16 @@ async fn start_our_server(upstream: SocketAddr) -> OurServer {
     }
 }
 
-/// Runs the Go client: `streams` streams of `bytes` random bytes echoed and checked.
-async fn run_go_client(peer: &Path, url: &str, bytes: usize, streams: usize) {
+/// Runs the Go client: `streams` streams of `bytes` random bytes echoed and checked, with
+/// `switches` WebSocket changes (same ClientID) during the first stream.
+async fn run_go_client(peer: &Path, url: &str, bytes: usize, streams: usize, switches: usize) {
     let out = tokio::time::timeout(
         Duration::from_secs(150),
         Command::new(peer)
             .args(["client", "-url", url, "-timeout", "120s"])
             .args(["-echo-bytes", &bytes.to_string()])
             .args(["-streams", &streams.to_string()])
+            .args(["-switches", &switches.to_string()])
             .kill_on_drop(true)
             .output(),
     )
@@ -164,7 +167,10 @@ async fn run_go_client(peer: &Path, url: &str, bytes: usize, streams: usize) {
         "Go client failed ({}): stdout {stdout:?} stderr {stderr:?}",
         out.status
     );
-    eprintln!("Go client: {} × {bytes} bytes: {}", streams, stdout.trim());
+    eprintln!(
+        "Go client: {streams} × {bytes} bytes, {switches} switches: {}",
+        stdout.trim()
+    );
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -286,7 +292,7 @@ async fn go_client_through_our_server_4mib() {
     let Some(peer) = go_peer() else { return };
     let up = echo_server().await;
     let ours = start_our_server(up).await;
-    run_go_client(peer, &ours.url, 4 << 20, 1).await;
+    run_go_client(peer, &ours.url, 4 << 20, 1, 0).await;
     let m = ours.server.metrics();
     assert_eq!(m.sessions_total.load(Ordering::Relaxed), 1);
     assert_eq!(m.streams_with_client_ip.load(Ordering::Relaxed), 1);
@@ -297,10 +303,23 @@ async fn go_client_through_our_server_several_streams() {
     let Some(peer) = go_peer() else { return };
     let up = echo_server().await;
     let ours = start_our_server(up).await;
-    run_go_client(peer, &ours.url, 1 << 20, 4).await;
-    run_go_client(peer, &ours.url, 1, 1).await;
+    run_go_client(peer, &ours.url, 1 << 20, 4, 0).await;
+    run_go_client(peer, &ours.url, 1, 1, 0).await;
     let m = ours.server.metrics();
     assert_eq!(m.sessions_total.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_client_switches_carrier_mid_transfer_through_our_server() {
+    let Some(peer) = go_peer() else { return };
+    let up = echo_server().await;
+    let ours = start_our_server(up).await;
+    // kcp-go's retransmissions and the burst of queued packets arrive on new WebSockets
+    // with the same ClientID; our server must keep the one KCP session.
+    run_go_client(peer, &ours.url, 4 << 20, 2, 3).await;
+    let m = ours.server.metrics();
+    assert_eq!(m.sessions_total.load(Ordering::Relaxed), 1);
+    assert_eq!(m.websockets_total.load(Ordering::Relaxed), 4);
 }
 
 /// Control: the Go peer against itself, so a failure above is not the peer's own bug.
@@ -309,5 +328,5 @@ async fn go_client_through_go_server_control() {
     let Some(peer) = go_peer() else { return };
     let up = echo_server().await;
     let go = start_go_server(peer, up).await;
-    run_go_client(peer, &go.url, 4 << 20, 2).await;
+    run_go_client(peer, &go.url, 4 << 20, 2, 3).await;
 }
