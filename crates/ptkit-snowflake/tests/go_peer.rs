@@ -330,3 +330,47 @@ async fn go_client_through_go_server_control() {
     let go = start_go_server(peer, up).await;
     run_go_client(peer, &go.url, 4 << 20, 2, 3).await;
 }
+
+/// FIN both ways with smux 1.5.16: the upstream's close reaches our client as EOF after
+/// every byte, and our client's close reaches the upstream as EOF after every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fin_both_ways_through_go_server() {
+    let Some(peer) = go_peer() else { return };
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    let (got_tx, mut got_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    tokio::spawn(async move {
+        // First connection: 300 000 bytes, then close. Second: read to EOF, report.
+        let (mut s, _) = l.accept().await.unwrap();
+        s.write_all(&pattern(300_000, 21)).await.unwrap();
+        drop(s);
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        got_tx.send(buf).await.unwrap();
+    });
+    let go = start_go_server(peer, up).await;
+    let client = connect(&go.url).await;
+
+    let mut s = client.open_stream().unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut got))
+        .await
+        .expect("upstream close reaches our client as EOF within 30 s")
+        .unwrap();
+    assert_eq!(got.len(), 300_000);
+    assert!(got == pattern(300_000, 21));
+    drop(s);
+
+    let mut s = client.open_stream().unwrap();
+    let data = pattern(200_000, 22);
+    s.write_all(&data).await.unwrap();
+    s.flush().await.unwrap();
+    s.shutdown().await.unwrap();
+    let up_got = tokio::time::timeout(Duration::from_secs(30), got_rx.recv())
+        .await
+        .expect("our FIN reaches the upstream as EOF within 30 s")
+        .unwrap();
+    assert_eq!(up_got.len(), data.len());
+    assert!(up_got == data);
+}
