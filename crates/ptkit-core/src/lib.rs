@@ -22,6 +22,7 @@ pub mod redact;
 pub mod registry;
 pub mod relay;
 pub mod server;
+pub mod source;
 pub mod shutdown;
 #[cfg(target_os = "linux")]
 pub mod splice;

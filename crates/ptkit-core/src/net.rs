@@ -23,6 +23,9 @@ pub struct DirectDialer {
     pub bind_v6: Option<IpAddr>,
     /// Connect timeout.
     pub timeout: Duration,
+    /// A source range to bind every connection in (any destination, loopback included):
+    /// a random address of the matching family per connection.
+    pub source: Option<crate::source::SourceRange>,
 }
 
 impl Default for DirectDialer {
@@ -31,6 +34,7 @@ impl Default for DirectDialer {
             bind_v4: None,
             bind_v6: None,
             timeout: DEFAULT_CONNECT_TIMEOUT,
+            source: None,
         }
     }
 }
@@ -43,7 +47,13 @@ impl DirectDialer {
         } else {
             TcpSocket::new_v6()?
         };
-        let bind = if addr.ip().is_loopback() {
+        let ranged = self
+            .source
+            .filter(|r| r.is_ipv4() == addr.is_ipv4())
+            .map(|r| r.pick_random());
+        let bind = if ranged.is_some() {
+            ranged
+        } else if addr.ip().is_loopback() {
             None
         } else if addr.is_ipv4() {
             self.bind_v4

@@ -179,6 +179,13 @@ pub trait ServerTransport: Send + Sync {
         config: ServerConfig,
     ) -> BoxFuture<'static, Result<Box<dyn TransportListener>, TransportError>>;
 
+    /// The source range for this transport's upstream connections given its `options`
+    /// (Snowflake's `orport-srcaddr`). Default: none (the system picks).
+    fn upstream_source(&self, options: &Args) -> Option<crate::source::SourceRange> {
+        let _ = options;
+        None
+    }
+
     /// Asks for the out-of-band *signals* channel (PT 2.0 WIP): `outbox` sends this side's
     /// messages to clients (an `SMESSAGE` line on the IPC); the returned handler receives
     /// theirs (`CMESSAGE`). Default: not interested (`None`).

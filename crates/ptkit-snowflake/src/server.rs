@@ -127,6 +127,7 @@ fn parse_options(args: &Args) -> Result<ServerOptions, TransportError> {
                     return Err(bad("num-turbotunnel must be at least 1"));
                 }
             }
+            // Applied by the upstream dialer (ServerTransport::upstream_source).
             "orport-srcaddr" => {
                 crate::srcaddr::SourceRange::parse(v).map_err(|e| bad(e.to_string()))?;
             }
@@ -153,6 +154,12 @@ impl ServerTransport for SnowflakeServer {
 
     fn generate_config(&self) -> Result<(Args, Args), TransportError> {
         Ok((Args::new(), Args::new()))
+    }
+
+    fn upstream_source(&self, options: &Args) -> Option<ptkit_core::source::SourceRange> {
+        options
+            .get("orport-srcaddr")
+            .and_then(|v| crate::srcaddr::SourceRange::parse(v).ok())
     }
 
     fn listen(

@@ -239,7 +239,12 @@ pub fn server_upstream(
                 addr,
                 cookie_file: cookie.to_path_buf(),
                 transport: transport.to_owned(),
-                dialer: DirectDialer::default(),
+                // Outbound bind addresses are for the internet, not tor's loopback port; a
+                // transport's own source range (orport-srcaddr) applies.
+                dialer: DirectDialer {
+                    source: dialer.source,
+                    ..DirectDialer::default()
+                },
             }))
         }
         (_, _, Some(target)) => Some(Arc::new(TcpUpstream {
@@ -261,12 +266,16 @@ async fn start_server_method(
     direct: &DirectDialer,
 ) -> Result<(SocketAddr, Args, Arc<StatsCounter>), String> {
     let orport = s.orport.map(Target::from_socket_addr);
+    let direct = DirectDialer {
+        source: transport.upstream_source(&bind.options),
+        ..direct.clone()
+    };
     let upstream = server_upstream(
         &bind.name,
         s.extorport,
         s.cookie_file.as_deref(),
         orport,
-        direct,
+        &direct,
     )
     .ok_or("no ORPort to forward to")?;
     let config = ServerConfig {

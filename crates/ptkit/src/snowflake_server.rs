@@ -384,6 +384,10 @@ impl ServerTransport for SnowflakeTransport {
         Ok((Args::new(), Args::new()))
     }
 
+    fn upstream_source(&self, options: &Args) -> Option<ptkit_core::source::SourceRange> {
+        SnowflakeServer::new().upstream_source(options)
+    }
+
     fn listen(
         &self,
         config: ServerConfig,
