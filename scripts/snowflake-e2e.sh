@@ -96,11 +96,13 @@ while True:
     c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
 EOF
 # SOCKS5 with the bridge args in user/pass (as tor passes them), then N bytes each way at
-# once; prints progress and OK/MISMATCH. argv: port args bytes [pace-ms-per-64KiB]
+# once; prints progress and OK/MISMATCH. argv: port args bytes [pace-ms-per-64KiB] [idle-secs]
+# With idle-secs, the connection then sits idle that long and must still echo 1 KiB.
 cat > "$WORK/socks.py" <<'EOF'
 import os, socket, struct, sys, threading, time
 port, args, size = int(sys.argv[1]), sys.argv[2].encode(), int(sys.argv[3])
 pace = float(sys.argv[4]) / 1000 if len(sys.argv) > 4 else 0
+idle = float(sys.argv[5]) if len(sys.argv) > 5 else 0
 s = socket.create_connection(("127.0.0.1", port))
 s.sendall(b"\x05\x01\x02"); assert s.recv(2) == b"\x05\x02", "no user/pass method"
 u, p = args[:255], (args[255:] or b"\x00")
@@ -122,6 +124,16 @@ while len(got) < size:
         print(f"progress {len(got)} bytes after {time.time() - t0:.1f}s", flush=True)
 ok = bytes(got) == data
 print(("OK" if ok else f"MISMATCH after {len(got)} bytes"), f"{size} bytes each way in {time.time() - t0:.1f}s", flush=True)
+if ok and idle:
+    time.sleep(idle)
+    ping = os.urandom(1024); t1 = time.time(); s.sendall(ping); back = bytearray()
+    s.settimeout(30)
+    while len(back) < len(ping):
+        d = s.recv(4096)
+        if not d: break
+        back += d
+    ok = bytes(back) == ping
+    print(("OK" if ok else "MISMATCH"), f"after {idle:.0f}s idle: 1 KiB echoed in {time.time() - t1:.2f}s", flush=True)
 sys.exit(0 if ok else 1)
 EOF
 
@@ -179,10 +191,16 @@ EOF
 ARGS="url=http://$BROKER/;ice=$ICE;fingerprint=$DEFAULT_FP"
 
 part_data() {
-  echo "== data: $MIB MiB each way through snowflake-client -> snowflake-proxy -> snowflake-server"
+  echo "== data: $MIB MiB each way through snowflake-client -> snowflake-proxy -> snowflake-server,"
+  echo "   then 35 s idle (the proxy drops a silent server after 30 s, the client a silent proxy after 20 s)"
   start_server_by_hand; start_broker "$DEFAULT_FP"; start_proxy a; start_client_by_hand
-  timeout "$TIMEOUT" "$PY" "$WORK/socks.py" "$SOCKS_PORT" "$ARGS" $((MIB << 20)) | tee "$WORK/data.out" \
+  timeout "$TIMEOUT" "$PY" "$WORK/socks.py" "$SOCKS_PORT" "$ARGS" $((MIB << 20)) 0 35 | tee "$WORK/data.out" \
     || fail "data transfer"
+  ! grep -q "no messages received" "$WORK/client-pt.log" || fail "the client dropped an idle proxy (no downstream liveness)"
+  # Had the proxy dropped the silent path, the client would have come back on a new
+  # WebSocket: one WebSocket for the whole run proves the path stayed up.
+  local ws; ws="$(metric ptkit_snowflake_websockets_total)"
+  [ "$ws" = 1 ] || fail "expected one WebSocket for the whole run (idle included), got $ws"
   local with_ip; with_ip="$(metric ptkit_snowflake_streams_with_client_ip_total)"
   [ "${with_ip:-0}" -ge 1 ] || fail "the proxy's client_ip never reached the server (streams with client_ip: $with_ip)"
   echo "PASS data after ${SECONDS}s"
