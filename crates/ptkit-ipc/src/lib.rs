@@ -12,10 +12,13 @@
 //! - [`requests`]: stdin requests (`STATS`, signals) and their answers;
 //! - [`log`]: `LOG` lines under `-ipcLogLevel` as a tracing layer;
 //! - [`config`]: the 2016 draft's JSON configuration (`--config`, `generate-config`);
-//! - [`socks`] and [`run`]: the I/O drivers.
+//! - [`socks`] and [`run`]: the I/O drivers;
+//! - [`adapter`]: the host side, running any PT 1.0 or 2.x/3.0 binary behind the
+//!   `ptkit_core` traits (the application IPC adapter).
 //!
 //! Section numbers in docs and test names refer to `shared/specs/pt2-websocket-quic.md`.
 
+pub mod adapter;
 pub mod config;
 pub mod flags;
 pub mod lines;
