@@ -1,8 +1,5 @@
 //! The built `snowflake-broker` executable (`ptkit snowflake-broker`): usage errors, help,
 //! version, and a plain-HTTP run with SIGHUP and SIGTERM.
-//!
-//! The binary lives in the `ptkit` package, so this test builds it first with the cargo that
-//! runs the tests (a no-op when it is up to date).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -11,37 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn ptkit() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(build_ptkit).clone()
-}
-
-fn build_ptkit() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/broker_cli-… → target/<profile>/ptkit
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let bin = dir.join("ptkit");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-    let mut build = Command::new(cargo);
-    build.args([
-        "build",
-        "-q",
-        "-p",
-        "ptkit",
-        "--bin",
-        "ptkit",
-        "--manifest-path",
-    ]);
-    build.arg(&manifest);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    if let Some(target) = dir.parent() {
-        build.env("CARGO_TARGET_DIR", target);
-    }
-    let status = build.status().unwrap();
-    assert!(status.success(), "building ptkit failed");
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_ptkit"))
 }
 
 fn broker(args: &[&str]) -> Command {
