@@ -21,6 +21,8 @@ pub enum LaunchRole {
     Client {
         /// `-proxylistenaddr`.
         listen: Option<SocketAddr>,
+        /// `-target`: where the bound request `[::0]:0` goes.
+        target: Option<Target>,
     },
     /// A server listening on `bind`, forwarding to `target`.
     Server {
@@ -82,9 +84,12 @@ pub fn build_args(
         a.extend(["-options".into(), o]);
     }
     match role {
-        LaunchRole::Client { listen } => {
+        LaunchRole::Client { listen, target } => {
             if let Some(l) = listen {
                 a.extend(["-proxylistenaddr".into(), l.to_string()]);
+            }
+            if let Some(t) = target {
+                a.extend(["-target".into(), t.to_string()]);
             }
         }
         LaunchRole::Server { bind, target } => {
@@ -300,6 +305,7 @@ mod tests {
             "obfs4",
             &LaunchRole::Client {
                 listen: Some("127.0.0.1:0".parse().unwrap()),
+                target: Some(Target::parse("192.0.2.1:443").unwrap()),
             },
             Path::new("/s"),
             &opts,
@@ -308,7 +314,7 @@ mod tests {
         assert_eq!(
             client.join(" "),
             "-ptversion 2.1 -client -transports obfs4 -state /s -exit-on-stdin-close \
-             -options obfs4:cert=AB\\;C -proxylistenaddr 127.0.0.1:0"
+             -options obfs4:cert=AB\\;C -proxylistenaddr 127.0.0.1:0 -target 192.0.2.1:443"
         );
         let server = build_args(
             PtVersion::V3_0,

@@ -181,6 +181,9 @@ pub struct ExternalConfig {
     pub options: Args,
     /// Upstream proxy URI for the child (`-proxy` / `TOR_PT_PROXY`).
     pub proxy: Option<String>,
+    /// 2.x/3.0 clients: the transport server, passed as `-target`, where a connection
+    /// without destination (the bound request `[::0]:0`) goes. Ignored under PT 1.0.
+    pub server: Option<Target>,
     /// How per-connection settings are sent to a 2.x/3.0 client method.
     pub settings_method: SettingsMethod,
     /// Deadline for `*METHODS DONE`.
@@ -205,6 +208,7 @@ impl ExternalConfig {
             state_dir: state_dir.into(),
             options: Args::new(),
             proxy: None,
+            server: None,
             settings_method: SettingsMethod::default(),
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             extra_env: Vec::new(),
@@ -368,7 +372,11 @@ impl ExternalClient {
     /// Launches the child as a client and returns the transport (its SOCKS listener on
     /// loopback, chosen by the child).
     pub async fn launch(config: &ExternalConfig) -> Result<Arc<ExternalClient>, AdapterError> {
-        let pt = ExternalPt::launch(config, LaunchRole::Client { listen: None }).await?;
+        let role = LaunchRole::Client {
+            listen: None,
+            target: config.server.clone(),
+        };
+        let pt = ExternalPt::launch(config, role).await?;
         let connector = pt.connector()?;
         Ok(Arc::new(ExternalClient {
             name: config.transport.clone(),
@@ -533,6 +541,10 @@ pub struct TransportSpec {
     /// Upstream proxy URI for the child.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// 2.x/3.0 clients: the transport server (`host:port`) for connections without a
+    /// destination.
+    #[serde(default)]
+    pub server: Option<String>,
     /// `0x09` (default), `0x80` or `0x02`: how settings reach a 2.x/3.0 client.
     #[serde(default)]
     pub settings_method: Option<String>,
@@ -578,6 +590,12 @@ impl TransportSpec {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         c.proxy = self.proxy.clone();
+        c.server = match &self.server {
+            Some(s) => Some(
+                Target::parse(s).map_err(|e| AdapterError::BadConfig(format!("server: {e}")))?,
+            ),
+            None => None,
+        };
         c.settings_method = match self.settings_method.as_deref() {
             None | Some("0x09") => SettingsMethod::JsonBlock,
             Some("0x80") => SettingsMethod::Legacy,
