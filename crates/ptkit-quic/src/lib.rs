@@ -37,6 +37,8 @@ pub mod stream;
 pub mod tls;
 
 pub use error::{Error, Result};
+/// Re-exported so users can name certificate resolvers without depending on rustls.
+pub use rustls;
 
 /// QUIC application close code: authentication refused (the reason is the close reason).
 pub const CLOSE_AUTH_REFUSED: u64 = 0x1001;

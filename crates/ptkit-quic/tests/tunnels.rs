@@ -556,7 +556,7 @@ async fn lossy_relay(server: SocketAddr) -> SocketAddr {
             if pattern(n_pkt, 1)[0] < 13 {
                 continue; // ~5% loss
             }
-            if n_pkt % 7 == 0 && held.is_none() {
+            if n_pkt.is_multiple_of(7) && held.is_none() {
                 held = Some(buf[..n].to_vec());
                 continue;
             }
@@ -579,7 +579,7 @@ async fn lossy_relay(server: SocketAddr) -> SocketAddr {
             if pattern(n_pkt + 77, 1)[0] < 13 {
                 continue;
             }
-            if n_pkt % 5 == 0 && held.is_none() {
+            if n_pkt.is_multiple_of(5) && held.is_none() {
                 held = Some(buf[..n].to_vec());
                 continue;
             }

@@ -1,4 +1,10 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::new_without_default,
+    dead_code,
+    missing_docs
+)]
 //! Shared helpers: certificates, an echo server, a server/client pair.
 
 use std::net::SocketAddr;
