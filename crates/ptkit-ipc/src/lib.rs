@@ -12,6 +12,7 @@
 //! - [`requests`]: stdin requests (`STATS`, signals) and their answers;
 //! - [`log`]: `LOG` lines under `-ipcLogLevel` as a tracing layer;
 //! - [`config`]: the 2016 draft's JSON configuration (`--config`, `generate-config`);
+//! - [`udp`]: `-mode transparent-UDP` / `STUN` (and the TURN front end) over `ptkit-udp`;
 //! - [`socks`] and [`run`]: the I/O drivers;
 //! - [`adapter`]: the host side, running any PT 1.0 or 2.x/3.0 binary behind the
 //!   `ptkit_core` traits (the application IPC adapter).
@@ -28,4 +29,5 @@ pub mod requests;
 pub mod run;
 pub mod socks;
 pub mod socks_auth;
+pub mod udp;
 pub mod version;

@@ -200,9 +200,8 @@ pub async fn run_config(
                 return env_error("missing -target (required with -mode transparent-TCP)".into());
             }
             Mode::TransparentTcp => {}
-            Mode::TransparentUdp | Mode::Stun => {
-                return env_error(format!("-mode {} is not supported yet", cfg.mode.as_str()));
-            }
+            // UDP over the transport (docs/udp.md).
+            Mode::TransparentUdp | Mode::Stun => {}
         }
     }
     // 2.2+: `-options` is JSON only (§1.3.1); before, the microformat (or sniffed JSON).
@@ -427,6 +426,11 @@ impl Ctx<'_> {
                 dialer: Some(dialer.clone()),
             };
             let started = (|| {
+                // UDP modes: `udp-*` knobs come out of the settings (docs/udp.md).
+                let udp = match crate::udp::is_udp(mode) {
+                    true => Some(crate::udp::split_options(mode, &settings)?),
+                    false => None,
+                };
                 let connector = transport.connector(&config).map_err(|e| e.to_string())?;
                 let listen = match self.cfg.proxy_listen {
                     Some(a) => a,
@@ -434,6 +438,13 @@ impl Ctx<'_> {
                         .parse::<SocketAddr>()
                         .map_err(|e| e.to_string())?,
                 };
+                if let Some((udp, settings)) = udp {
+                    let (target, stats) = (self.cfg.target.clone(), self.counter(&name));
+                    let sd = self.shutdown.clone();
+                    return crate::udp::start_client(
+                        listen, connector, settings, target, udp, stats, sd,
+                    );
+                }
                 let listener = bind_tcp(listen).map_err(|e| format!("cannot listen: {e}"))?;
                 let addr = listener
                     .local_addr()
@@ -482,6 +493,38 @@ impl Ctx<'_> {
                 info!("skipping unknown transport {name:?}");
                 continue;
             };
+            if crate::udp::is_udp(self.cfg.mode) {
+                // UDP modes: each transport connection becomes UDP to -target (docs/udp.md).
+                let started = async {
+                    let target = self.cfg.target.clone().ok_or("no target")?;
+                    let (udp, options) =
+                        crate::udp::split_options(self.cfg.mode, &self.opts(name))?;
+                    let state_dir = Some(self.state_dir.clone());
+                    let config = ServerConfig {
+                        listen: *addr,
+                        options,
+                        state_dir,
+                    };
+                    let listener = transport.listen(config).await.map_err(|e| e.to_string())?;
+                    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+                    let args = listener.client_args();
+                    let (stats, sd) = (self.counter(name), self.shutdown.clone());
+                    crate::udp::start_server(listener, target, udp, stats, sd);
+                    Ok::<_, String>((addr, args))
+                }
+                .await;
+                let line = match started {
+                    Ok((addr, args)) => {
+                        let handler = transport.signals(self.outbox(name));
+                        self.add_signals(name, handler);
+                        let name = name.clone();
+                        IpcLine::Smethod { name, addr, args }
+                    }
+                    Err(m) => IpcLine::SmethodError(name.clone(), m),
+                };
+                self.out.send(&line, self.d);
+                continue;
+            }
             let upstream = ptkit_tor::managed::server_upstream(
                 name,
                 self.cfg.extorport,

@@ -168,6 +168,12 @@ pub struct UdpOptions {
     pub max_datagram: usize,
     /// `udp-connect-timeout=SECONDS` (default 20): opening one transport connection.
     pub connect_timeout: Duration,
+    /// `udp-turn-users=user:pass[,user:pass…]` (client, `transparent-UDP` mode): the local
+    /// listener speaks TURN (RFC 5766) with these long-term credentials instead of taking
+    /// raw datagrams. `None`: no TURN (the default; TURN without users is refused).
+    pub turn_users: Option<Vec<(String, String)>>,
+    /// `udp-turn-realm=REALM` (default `ptkit`).
+    pub turn_realm: String,
 }
 
 impl Default for UdpOptions {
@@ -179,6 +185,8 @@ impl Default for UdpOptions {
             queue: 256,
             max_datagram: MAX_FRAME,
             connect_timeout: Duration::from_secs(20),
+            turn_users: None,
+            turn_realm: "ptkit".into(),
         }
     }
 }
@@ -213,6 +221,20 @@ impl UdpOptions {
                 "udp-queue" => o.queue = num(1, 65_536)? as usize,
                 "udp-max-datagram" => o.max_datagram = num(1, MAX_FRAME as u64)? as usize,
                 "udp-connect-timeout" => o.connect_timeout = Duration::from_secs(num(1, 600)?),
+                "udp-turn-users" => {
+                    let mut users = Vec::new();
+                    for pair in v.split(',') {
+                        match pair.split_once(':') {
+                            Some((u, p)) if !u.is_empty() && !p.is_empty() && u.len() <= 513 => {
+                                users.push((u.to_owned(), p.to_owned()));
+                            }
+                            _ => return Err(bad("want user:password[,user:password…]")),
+                        }
+                    }
+                    o.turn_users = Some(users);
+                }
+                "udp-turn-realm" if !v.is_empty() && v.len() <= 763 => o.turn_realm = v.to_owned(),
+                "udp-turn-realm" => return Err(bad("want 1 to 763 bytes")),
                 _ if k.starts_with("udp-") => return Err(bad("unknown UDP option")),
                 _ => rest.push(k, v),
             }
@@ -272,6 +294,12 @@ mod tests {
         assert_eq!(rest, Args::new().with("cert", "x"));
         assert!(UdpOptions::split(&Args::new().with("udp-nope", "1")).is_err());
         assert!(UdpOptions::split(&Args::new().with("udp-queue", "0")).is_err());
+        let (o, _) = UdpOptions::split(&Args::new().with("udp-turn-users", "a:b,c:d:e")).unwrap();
+        assert_eq!(
+            o.turn_users,
+            Some(vec![("a".into(), "b".into()), ("c".into(), "d:e".into())])
+        );
+        assert!(UdpOptions::split(&Args::new().with("udp-turn-users", "nopass")).is_err());
     }
 
     proptest! {
