@@ -6,6 +6,7 @@
 pub mod demo;
 pub mod goflags;
 pub mod metrics;
+pub mod mux_cli;
 pub mod snowflake_broker;
 pub mod snowflake_server;
 pub mod transports;

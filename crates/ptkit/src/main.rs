@@ -75,6 +75,10 @@ enum Command {
     /// throughput, round-trip latency, idle sessions, WebSocket switches mid-session. The
     /// server's upstream must be `loadgen server` (see scripts/bench-snowflake.sh).
     Turbotunnel(ptkit::turbotunnel_load::LoadArgs),
+    /// Bound → free: a SOCKS5 proxy whose connections share ONE transport connection
+    /// (`ptkit mux client …`), and its server with a default-deny destination policy
+    /// (`ptkit mux server … --allow RULE`); see docs/mux.md.
+    Mux(ptkit::mux_cli::MuxArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -528,6 +532,7 @@ async fn run_standalone(cli: &Cli) -> anyhow::Result<i32> {
             return Ok(0);
         }
         Command::Turbotunnel(a) => return ptkit::turbotunnel_load::run(a.clone()).await,
+        Command::Mux(a) => return ptkit::mux_cli::run(a.clone()).await,
         Command::Client(c) => {
             let t = registry.client(&c.transport).with_context(|| {
                 format!(
