@@ -10,4 +10,5 @@ pub mod mux_cli;
 pub mod snowflake_broker;
 pub mod snowflake_server;
 pub mod transports;
+pub mod tunnel_cli;
 pub mod turbotunnel_load;
