@@ -200,7 +200,13 @@ pub async fn run_config(
                 return env_error("missing -target (required with -mode transparent-TCP)".into());
             }
             Mode::TransparentTcp => {}
-            // UDP over the transport (docs/udp.md).
+            // UDP over the transport (docs/udp.md); -target names the transport server.
+            Mode::TransparentUdp | Mode::Stun if cfg.target.is_none() => {
+                return env_error(format!(
+                    "missing -target (required with -mode {})",
+                    cfg.mode.as_str()
+                ));
+            }
             Mode::TransparentUdp | Mode::Stun => {}
         }
     }
