@@ -32,21 +32,21 @@ impl Drop for TaskGuard {
     }
 }
 
-enum Line {
-    Line(String),
+enum LineRead {
+    Text(String),
     TooLong,
     Eof,
 }
 
 /// Reads one line of at most [`MAX_LINE_LEN`] bytes (a longer one is drained and reported).
-async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Line> {
+async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<LineRead> {
     let mut buf = Vec::new();
     let n = (&mut *r)
         .take(MAX_LINE_LEN as u64 + 1)
         .read_until(b'\n', &mut buf)
         .await?;
     if n == 0 {
-        return Ok(Line::Eof);
+        return Ok(LineRead::Eof);
     }
     if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE_LEN {
         // Drain the rest of the over-long line.
@@ -61,12 +61,12 @@ async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Line> {
                 break;
             }
         }
-        return Ok(Line::TooLong);
+        return Ok(LineRead::TooLong);
     }
     while matches!(buf.last(), Some(b'\n' | b'\r')) {
         buf.pop();
     }
-    Ok(Line::Line(String::from_utf8_lossy(&buf).into_owned()))
+    Ok(LineRead::Text(String::from_utf8_lossy(&buf).into_owned()))
 }
 
 /// A running 2.x/3.0 child whose methods are configured. Dropping it kills the process.
@@ -151,7 +151,7 @@ impl IpcPt {
             let mut r = BufReader::new(stderr);
             loop {
                 match read_line(&mut r).await {
-                    Ok(Line::Line(l)) => {
+                    Ok(LineRead::Text(l)) => {
                         tracing::debug!(pt, "stderr: {l}");
                         if let Ok(mut e) = errs.lock() {
                             if e.len() >= MAX_STDERR_LINES {
@@ -160,8 +160,8 @@ impl IpcPt {
                             e.push_back(l);
                         }
                     }
-                    Ok(Line::TooLong) => {}
-                    Ok(Line::Eof) | Err(_) => return,
+                    Ok(LineRead::TooLong) => {}
+                    Ok(LineRead::Eof) | Err(_) => return,
                 }
             }
         }));
@@ -170,9 +170,9 @@ impl IpcPt {
         let configure = async {
             loop {
                 match read_line(&mut stdout).await? {
-                    Line::Eof => return Ok(None),
-                    Line::TooLong => return Err(AdapterError::LineTooLong),
-                    Line::Line(l) => {
+                    LineRead::Eof => return Ok(None),
+                    LineRead::TooLong => return Err(AdapterError::LineTooLong),
+                    LineRead::Text(l) => {
                         tracing::trace!(pt = %name, "stdout: {l}");
                         match parser.feed(&l)? {
                             IpcHostEvent::Done(m) => return Ok(Some(m)),
@@ -193,13 +193,15 @@ impl IpcPt {
                 let stdout_task = TaskGuard(tokio::spawn(async move {
                     loop {
                         match read_line(&mut stdout).await {
-                            Ok(Line::Line(l)) => match parser.feed(&l) {
+                            Ok(LineRead::Text(l)) => match parser.feed(&l) {
                                 Ok(IpcHostEvent::Log(m)) => tracing::info!(pt, "{m}"),
                                 Ok(_) => {}
                                 Err(e) => tracing::warn!(pt, "after configuration: {e}"),
                             },
-                            Ok(Line::TooLong) => tracing::warn!(pt, "dropped an over-long line"),
-                            Ok(Line::Eof) | Err(_) => return,
+                            Ok(LineRead::TooLong) => {
+                                tracing::warn!(pt, "dropped an over-long line")
+                            }
+                            Ok(LineRead::Eof) | Err(_) => return,
                         }
                     }
                 }));
