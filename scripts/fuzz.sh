@@ -6,7 +6,7 @@
 #   scripts/fuzz.sh 3600 socks_server    # one target for an hour
 #   scripts/fuzz.sh 600 env args         # some targets, 10 minutes each
 #   scripts/fuzz.sh 0 cstring            # 0 = no time limit (until a crash or Ctrl-C)
-# Targets (fuzz/fuzz_targets/): socks_server env host_lines args extorport cstring proxy_url host_parser websocket_base64 websocket_client_addr websocket_frames turbotunnel_encapsulation kcp_input smux_frames broker_messages.
+# Targets (fuzz/fuzz_targets/): socks_server env host_lines args extorport cstring proxy_url host_parser websocket_base64 websocket_client_addr websocket_frames turbotunnel_encapsulation kcp_input smux_frames broker_messages stun_turn mux_header quic_header.
 #
 # Longer runs: new interesting inputs accumulate in fuzz/corpus/<target>/ (only the seed-*
 # files are tracked), so repeated runs continue where the last one stopped. To use both cores

@@ -615,14 +615,14 @@ async fn s1_3_2_bad_input_gives_one_line_and_the_sysexits_code() {
             ],
             vec![],
             true,
-            "ENV-ERROR -mode transparent-UDP is not supported yet",
+            "ENV-ERROR missing -target (required with -mode transparent-UDP)",
             64,
         ),
         (
             vec!["-ptversion", "3.0", "-transports", "plain", "-mode", "stun"],
             vec![],
             true,
-            "ENV-ERROR -mode STUN is not supported yet",
+            "ENV-ERROR missing -target (required with -mode STUN)",
             64,
         ),
         (
