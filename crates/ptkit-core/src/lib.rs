@@ -22,8 +22,8 @@ pub mod redact;
 pub mod registry;
 pub mod relay;
 pub mod server;
-pub mod source;
 pub mod shutdown;
+pub mod source;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod stats;
