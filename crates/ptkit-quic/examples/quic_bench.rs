@@ -47,7 +47,8 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Reads everything until EOF, then replies with the byte count.
+/// Reads a u64 N, then exactly N bytes, then replies with the count (no half-close needed,
+/// so transports that close both directions at EOF measure the same way).
 async fn sink() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -55,16 +56,23 @@ async fn sink() -> SocketAddr {
         loop {
             let (mut s, _) = l.accept().await.unwrap();
             tokio::spawn(async move {
+                let mut want = [0u8; 8];
+                if s.read_exact(&mut want).await.is_err() {
+                    return;
+                }
+                let want = u64::from_be_bytes(want);
                 let mut buf = vec![0u8; 256 * 1024];
                 let mut n = 0u64;
-                loop {
+                while n < want {
                     match s.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(k) => n += k as u64,
                     }
                 }
                 let _ = s.write_all(&n.to_be_bytes()).await;
-                let _ = s.shutdown().await;
+                let _ = s.flush().await;
+                let mut rest = [0u8; 1];
+                let _ = s.read(&mut rest).await;
             });
         }
     });
@@ -73,13 +81,14 @@ async fn sink() -> SocketAddr {
 
 async fn push<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, bytes: u64) {
     let buf = vec![0x5au8; 256 * 1024];
+    s.write_all(&bytes.to_be_bytes()).await.unwrap();
     let mut left = bytes;
     while left > 0 {
         let k = left.min(buf.len() as u64) as usize;
         s.write_all(&buf[..k]).await.unwrap();
         left -= k as u64;
     }
-    s.shutdown().await.unwrap();
+    s.flush().await.unwrap();
     let mut c = [0u8; 8];
     s.read_exact(&mut c).await.unwrap();
     assert_eq!(u64::from_be_bytes(c), bytes, "sink count");
