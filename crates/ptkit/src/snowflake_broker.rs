@@ -425,6 +425,11 @@ async fn run(o: Options) -> anyhow::Result<()> {
     } else {
         MetricsLog::File(o.metrics_log.clone().into())
     };
+    // Handlers first: a SIGHUP right after the "listening" line must reload, not kill.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let shutdown = Shutdown::new();
     let mut last_err = None;
     let mut running = None;
@@ -454,10 +459,6 @@ async fn run(o: Options) -> anyhow::Result<()> {
         bridges = running.broker.bridges().len(),
         "snowflake-broker listening"
     );
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     loop {
         tokio::select! {
             _ = hup.recv() => {
