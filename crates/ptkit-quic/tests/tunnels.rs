@@ -170,13 +170,9 @@ async fn mtls_accepts_ca_signed_and_refuses_unknown_and_expired() {
         &pki.client_tls(Some(good_cert)),
         Arc::new(MtlsClient::default()),
     );
-    assert!(
-        c.connect()
-            .await
-            .unwrap()
-            .identity
-            .starts_with("cert-sha256:")
-    );
+    // Kept alive until the end: the manager counts it below.
+    let t2 = c.connect().await.unwrap();
+    assert!(t2.identity.starts_with("cert-sha256:"));
 
     // Unknown CA, expired certificate, and no certificate all fail in TLS.
     for (label, cert) in [
@@ -202,6 +198,7 @@ async fn mtls_accepts_ca_signed_and_refuses_unknown_and_expired() {
         );
     }
     assert_eq!(server.manager().len(), 2);
+    drop((t, t2));
     server.stop(Duration::from_millis(10)).await;
 }
 
