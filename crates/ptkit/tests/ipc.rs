@@ -19,7 +19,7 @@ use tokio::time::timeout;
 
 const T: Duration = Duration::from_secs(10);
 const VERSIONS: &[&str] = &["1", "2.0", "2.1", "2.2", "3.0"];
-const TRANSPORTS: &[&str] = &["plain", "websocket"];
+const TRANSPORTS: &[&str] = &["plain", "websocket", "quic"];
 const N: usize = 100 * 1024;
 
 type Lines = Arc<Mutex<Vec<String>>>;
@@ -180,6 +180,18 @@ async fn echo_server() -> SocketAddr {
     addr
 }
 
+/// The value of `key` in the `SMETHOD t … ARGS:` line `pt` printed, if any.
+fn smethod_arg(pt: &Pt, t: &str, key: &str) -> Option<String> {
+    let line = pt
+        .stdout()
+        .into_iter()
+        .find(|l| l.starts_with(&format!("SMETHOD {t} ")))?;
+    let args = line.split(" ARGS:").nth(1)?;
+    args.split(',')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .map(str::to_owned)
+}
+
 fn method_addr(line: &str) -> SocketAddr {
     line.split(' ').find_map(|t| t.parse().ok()).unwrap()
 }
@@ -313,14 +325,22 @@ async fn s1_3_every_version_and_transport_full_cycle_socks5() {
             cli.wait_line(|l| l == "CMETHODS DONE").await;
             // Per-connection settings in each version's method (websocket: its URL path;
             // plain takes none).
+            // quic: the certificate pin the server advertised in its SMETHOD ARGS.
             let ws = *t == "websocket";
+            let pin = smethod_arg(&srv, t, "cert-sha256");
+            let (pt1, json) = match (*t, &pin) {
+                ("websocket", _) => ("path=/".to_owned(), r#"{"path":"/"}"#.to_owned()),
+                ("quic", Some(p)) => (
+                    format!("cert-sha256={p}"),
+                    format!(r#"{{"cert-sha256":"{p}"}}"#),
+                ),
+                _ => (String::new(), "{}".to_owned()),
+            };
             let settings = match *v {
-                "1" if ws => Settings::Pt1("path=/"),
+                "1" if ws || pin.is_some() => Settings::Pt1(&pt1),
                 "1" => Settings::None,
-                "2.0" if ws => Settings::X80(r#"{"path":"/"}"#),
-                "2.0" => Settings::X80("{}"),
-                _ if ws => Settings::X09(r#"{"path":"/"}"#),
-                _ => Settings::X09("{}"),
+                "2.0" => Settings::X80(&json),
+                _ => Settings::X09(&json),
             };
             let s = socks_connect(method_addr(&cm), srv_addr, settings).await;
             roundtrip(s, &format!("v{v} {t}")).await;
@@ -359,9 +379,14 @@ async fn s1_3_1_transparent_tcp_round_trip_for_every_transport() {
             "127.0.0.1:0",
             "-exit-on-stdin-close",
         ];
+        // 2.2 JSON options become each connection's settings in transparent mode.
+        let quic_opts = smethod_arg(&srv, t, "cert-sha256")
+            .map(|p| format!(r#"{{"cert-sha256":"{p}"}}"#))
+            .unwrap_or_default();
         if *t == "websocket" {
-            // 2.2 JSON options become each connection's settings in transparent mode.
             args.extend(["-options", r#"{"path":"/"}"#]);
+        } else if !quic_opts.is_empty() {
+            args.extend(["-options", quic_opts.as_str()]);
         }
         let mut cli = Pt::spawn(&args, &[], dir.path());
         let cm = cli
