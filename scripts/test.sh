@@ -90,7 +90,8 @@ tor_e2e() {
   # The harness must pass with the reference PT too, or a pass proves nothing.
   scripts/tor-e2e.sh --pt-bin /usr/bin/obfs4proxy --transport obfs4 --timeout 90 &&
     scripts/tor-e2e.sh --pt-bin target/release/ptkit --transport plain --timeout 90 &&
-    scripts/tor-e2e.sh --pt-bin target/release/ptkit --transport websocket --timeout 90
+    scripts/tor-e2e.sh --pt-bin target/release/ptkit --transport websocket --timeout 90 &&
+    scripts/tor-e2e.sh --pt-bin target/release/ptkit --transport quic --timeout 90
 }
 
 # The official snowflake-client and snowflake-proxy through ptkit's broker and server, in a
@@ -130,7 +131,7 @@ step "cargo test (unit, property, integration, real peers)" cargo test --workspa
 step "single crypto provider (no ring)" no_ring
 step "cargo deny (bans, licenses, sources)" cargo_deny
 step "release build" cargo build --release --locked -p ptkit
-step "real tor, both roles, offline on loopback (plain, websocket)" tor_e2e
+step "real tor, both roles, offline on loopback (plain, websocket, quic)" tor_e2e
 step "Snowflake: official client and proxy through ptkit's broker and server (netns)" snowflake_e2e
 step "outbound bind addresses in a network namespace (E-10)" netns_bind
 step "fuzz smoke (${FUZZ_SECONDS}s per target)" fuzz_smoke
