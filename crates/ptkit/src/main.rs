@@ -75,13 +75,13 @@ enum Command {
     /// throughput, round-trip latency, idle sessions, WebSocket switches mid-session. The
     /// server's upstream must be `loadgen server` (see scripts/bench-snowflake.sh).
     Turbotunnel(ptkit::turbotunnel_load::LoadArgs),
-    /// Authenticated QUIC tunnels between an aggregator and many clients (snocat-style):
-    /// `ptkit tunnel server …` and `ptkit tunnel client …`; see docs/quic-tunnel.md.
-    Tunnel(ptkit::tunnel_cli::TunnelArgs),
     /// Bound → free: a SOCKS5 proxy whose connections share ONE transport connection
     /// (`ptkit mux client …`), and its server with a default-deny destination policy
     /// (`ptkit mux server … --allow RULE`); see docs/mux.md.
     Mux(ptkit::mux_cli::MuxArgs),
+    /// Authenticated QUIC tunnels between an aggregator and many clients (snocat-style):
+    /// `ptkit tunnel server …` and `ptkit tunnel client …`; see docs/quic-tunnel.md.
+    Tunnel(ptkit::tunnel_cli::TunnelArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -535,8 +535,8 @@ async fn run_standalone(cli: &Cli) -> anyhow::Result<i32> {
             return Ok(0);
         }
         Command::Turbotunnel(a) => return ptkit::turbotunnel_load::run(a.clone()).await,
-        Command::Tunnel(a) => return ptkit::tunnel_cli::run(a.clone()).await,
         Command::Mux(a) => return ptkit::mux_cli::run(a.clone()).await,
+        Command::Tunnel(a) => return ptkit::tunnel_cli::run(a.clone()).await,
         Command::Client(c) => {
             let t = registry.client(&c.transport).with_context(|| {
                 format!(

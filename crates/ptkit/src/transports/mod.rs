@@ -6,7 +6,6 @@ use ptkit_core::Registry;
 
 pub mod plain;
 pub mod quic;
-pub mod quic;
 pub mod websocket;
 
 /// Every transport ptkit ships, for managed mode and the CLI.
@@ -16,8 +15,6 @@ pub fn registry() -> Registry {
         .with_server(Arc::new(plain::Plain))
         .with_client(Arc::new(websocket::WebSocketClient::new()))
         .with_server(Arc::new(websocket::WebSocketServerAcme))
-        .with_client(Arc::new(quic::QuicClient::default()))
-        .with_server(Arc::new(quic::QuicServer::default()))
         .with_client(Arc::new(quic::QuicClient::default()))
         .with_server(Arc::new(quic::QuicServer::default()))
         // Server only: Snowflake clients are the official WebRTC client and proxies (the
