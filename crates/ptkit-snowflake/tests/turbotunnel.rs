@@ -272,3 +272,65 @@ async fn hostile_websockets_are_closed_and_others_keep_working() {
         1
     );
 }
+
+/// One KCP segment: conv, PUSH, sn, carrying `data`.
+fn push(conv: u32, sn: u32, data: &[u8]) -> Vec<u8> {
+    let mut seg = Vec::new();
+    seg.extend_from_slice(&conv.to_le_bytes());
+    seg.extend_from_slice(&[81, 0, 0xff, 0xff]);
+    seg.extend_from_slice(&0u32.to_le_bytes()); // ts
+    seg.extend_from_slice(&sn.to_le_bytes());
+    seg.extend_from_slice(&0u32.to_le_bytes()); // una
+    seg.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    seg.extend_from_slice(data);
+    let mut framed = bytes::BytesMut::new();
+    ptkit_snowflake::encapsulation::encode_data(&seg, &mut framed).unwrap();
+    framed.to_vec()
+}
+
+async fn metric_reaches(read: impl Fn() -> u64, want: u64) -> bool {
+    for _ in 0..200 {
+        if read() == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// kcp-go's listener rules: a new conv with sn 0 for a known ClientID replaces its session; a
+/// new conv with any other sn is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_conv_with_sn_zero_replaces_the_session() {
+    use futures_util::SinkExt;
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio_tungstenite::tungstenite::Message;
+    let up = echo_server().await;
+    let srv = start_server(up).await;
+    let m = srv.server.metrics();
+    let (mut ws, _) = tokio_tungstenite::connect_async(srv.url.as_str())
+        .await
+        .unwrap();
+    let mut pre = TOKEN.to_vec();
+    pre.extend_from_slice(&[7; 8]);
+    ws.send(Message::binary(pre)).await.unwrap();
+    let syn = [2u8, 0, 0, 0, 3, 0, 0, 0];
+    ws.send(Message::binary(push(0xaaaa, 0, &syn)))
+        .await
+        .unwrap();
+    assert!(metric_reaches(|| m.sessions_total.load(Relaxed), 1).await);
+    assert!(metric_reaches(|| m.streams_total.load(Relaxed), 1).await);
+    // Another conv, sn 5: ignored, the session stays.
+    ws.send(Message::binary(push(0xbbbb, 5, &syn)))
+        .await
+        .unwrap();
+    assert!(metric_reaches(|| m.packets_rejected.load(Relaxed), 1).await);
+    assert_eq!(m.sessions_total.load(Relaxed), 1);
+    // Another conv, sn 0: a new session replaces the old one.
+    ws.send(Message::binary(push(0xbbbb, 0, &syn)))
+        .await
+        .unwrap();
+    assert!(metric_reaches(|| m.sessions_total.load(Relaxed), 2).await);
+    assert!(metric_reaches(|| m.sessions_open.load(Relaxed), 1).await);
+    assert!(metric_reaches(|| m.streams_total.load(Relaxed), 2).await);
+}
