@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::proto::{Reply, Route, TcpTarget};
 use crate::routing::RoutingClient;
 use crate::stream::{QuicStream, open_route, read_header};
-use crate::tls::{ClientTls, Knobs};
+use crate::tls::{ClientTls, Knobs, StreamBudget};
 
 /// Client timeouts and reconnection policy.
 #[derive(Debug, Clone)]
@@ -116,8 +116,20 @@ impl Tunnel {
         }
     }
 
-    /// Serves streams the aggregator opens with `router` until the tunnel closes.
+    /// Serves streams the aggregator opens with `router` until the tunnel closes (raising
+    /// the stream limit as [`Knobs::default`] says).
     pub async fn serve_incoming(&self, router: Arc<dyn RoutingClient>, shutdown: &Shutdown) {
+        self.serve_incoming_with(router, shutdown, &Knobs::default())
+            .await
+    }
+
+    async fn serve_incoming_with(
+        &self,
+        router: Arc<dyn RoutingClient>,
+        shutdown: &Shutdown,
+        knobs: &Knobs,
+    ) {
+        let budget = StreamBudget::new(&self.conn, knobs);
         loop {
             let (send, mut recv) = tokio::select! {
                 s = self.conn.accept_bi() => match s {
@@ -127,7 +139,9 @@ impl Tunnel {
                 _ = shutdown.aborted() => return,
             };
             let router = router.clone();
+            let slot = budget.opened();
             shutdown.spawn(async move {
+                let _slot = slot;
                 let route =
                     match tokio::time::timeout(Duration::from_secs(10), read_header(&mut recv))
                         .await
@@ -383,7 +397,15 @@ impl ClientRunner {
                     }
                     let served = async {
                         match &self.services {
-                            Some(s) => tunnel.serve_incoming(s.clone(), &shutdown).await,
+                            Some(s) => {
+                                tunnel
+                                    .serve_incoming_with(
+                                        s.clone(),
+                                        &shutdown,
+                                        &self.client.options.knobs,
+                                    )
+                                    .await
+                            }
                             None => {
                                 let _ = tunnel.conn.closed().await;
                             }

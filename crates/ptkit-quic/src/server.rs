@@ -17,7 +17,7 @@ use crate::manager::{TunnelEvent, TunnelManager};
 use crate::proto::{AuthMessage, RefusalCode, Reply};
 use crate::routing::Router;
 use crate::stream::{QuicStream, read_header, write_reply};
-use crate::tls::{Knobs, ServerTls};
+use crate::tls::{Knobs, ServerTls, StreamBudget};
 use crate::{CLOSE_AUTH_REFUSED, CLOSE_AUTH_TIMEOUT, CLOSE_SHUTDOWN};
 
 /// Server limits and timeouts.
@@ -262,6 +262,7 @@ async fn serve_tunnel(
     };
     let ctx = manager.register(identity, remote, conn.clone());
     debug!(identity = %ctx.identity, "tunnel authenticated");
+    let budget = StreamBudget::new(&conn, &options.knobs);
     let reason = loop {
         let (send, mut recv) = tokio::select! {
             s = conn.accept_bi() => match s {
@@ -273,7 +274,9 @@ async fn serve_tunnel(
         let router = router.clone();
         let ctx2 = ctx.clone();
         let header_timeout = options.header_timeout;
+        let slot = budget.opened();
         shutdown.spawn(async move {
+            let _slot = slot;
             let mut send = send;
             let route = match tokio::time::timeout(header_timeout, read_header(&mut recv)).await {
                 Ok(Ok(r)) => r,

@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rustls::client::ResolvesClientCert;
@@ -22,8 +23,11 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::error::{Error, Result};
 
-/// QUIC transport knobs shared by both sides. Every window is a limit, not an allocation:
-/// an idle tunnel costs only quinn's connection state.
+/// QUIC transport knobs shared by both sides. Every window is a limit, not an allocation.
+/// The stream limit is not: quinn keeps a map slot (≈ 40 bytes, doubled by hash-map
+/// headroom) for every stream the peer may open, so an idle tunnel allowing 1,024 streams
+/// holds ≈ 85 KiB for that alone. Tunnels therefore start at [`Knobs::initial_streams`]
+/// and raise the limit toward [`Knobs::max_streams`] as streams fill it.
 #[derive(Debug, Clone)]
 pub struct Knobs {
     /// Send a keep-alive (PING) this often when nothing else is sent; `None` = never.
@@ -32,6 +36,10 @@ pub struct Knobs {
     pub idle_timeout: Duration,
     /// Most bidirectional streams the peer may have open at once.
     pub max_streams: u32,
+    /// The peer's stream limit when a tunnel opens (capped at `max_streams`). Once more
+    /// than half of the current limit is open, it is raised fourfold (up to
+    /// `max_streams`); the peer waits at most one round trip for the raise.
+    pub initial_streams: u32,
     /// Per-stream receive window (bytes in flight per stream).
     pub stream_window: u32,
     /// Whole-connection receive window.
@@ -46,6 +54,7 @@ impl Default for Knobs {
             keepalive: Some(Duration::from_secs(5)),
             idle_timeout: Duration::from_secs(30),
             max_streams: 256,
+            initial_streams: 32,
             stream_window: 4 * 1024 * 1024,
             connection_window: 16 * 1024 * 1024,
             send_window: 16 * 1024 * 1024,
@@ -61,7 +70,11 @@ impl Knobs {
             quinn::IdleTimeout::try_from(self.idle_timeout)
                 .map_err(|_| Error::Config("idle timeout too large".into()))?,
         ));
-        t.max_concurrent_bidi_streams(self.max_streams.into());
+        t.max_concurrent_bidi_streams(
+            self.initial_streams
+                .clamp(1, self.max_streams.max(1))
+                .into(),
+        );
         // Only bidirectional streams are used.
         t.max_concurrent_uni_streams(0u32.into());
         t.stream_receive_window(self.stream_window.into());
@@ -69,6 +82,57 @@ impl Knobs {
         t.send_window(self.send_window);
         t.datagram_receive_buffer_size(None);
         Ok(t)
+    }
+}
+
+/// Raises a tunnel's stream limit from [`Knobs::initial_streams`] toward
+/// [`Knobs::max_streams`] as accepted streams fill it.
+#[derive(Clone)]
+pub(crate) struct StreamBudget(Arc<BudgetInner>);
+
+struct BudgetInner {
+    conn: quinn::Connection,
+    open: AtomicU32,
+    limit: AtomicU32,
+    max: u32,
+}
+
+/// One accepted stream; dropping it frees its share of the budget.
+pub(crate) struct StreamSlot(Arc<BudgetInner>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl StreamBudget {
+    pub(crate) fn new(conn: &quinn::Connection, knobs: &Knobs) -> Self {
+        let max = knobs.max_streams.max(1);
+        StreamBudget(Arc::new(BudgetInner {
+            conn: conn.clone(),
+            open: AtomicU32::new(0),
+            limit: AtomicU32::new(knobs.initial_streams.clamp(1, max)),
+            max,
+        }))
+    }
+
+    /// Counts an accepted stream (hold the slot while it is open), raising the limit when
+    /// more than half of it is in use.
+    pub(crate) fn opened(&self) -> StreamSlot {
+        let b = &self.0;
+        let open = b.open.fetch_add(1, Ordering::Relaxed) + 1;
+        let limit = b.limit.load(Ordering::Relaxed);
+        if open.saturating_mul(2) > limit && limit < b.max {
+            let raised = limit.saturating_mul(4).min(b.max);
+            if b.limit
+                .compare_exchange(limit, raised, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                b.conn.set_max_concurrent_bi_streams(raised.into());
+            }
+        }
+        StreamSlot(self.0.clone())
     }
 }
 
