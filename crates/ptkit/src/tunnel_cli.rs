@@ -161,30 +161,19 @@ struct ClientArgs {
 pub async fn run(args: TunnelArgs) -> anyhow::Result<i32> {
     let shutdown = Shutdown::new();
     let sd = shutdown.clone();
+    // The one process lifecycle of ptkit: SIGTERM exits now, the first SIGINT drains and a
+    // second exits; it aborts the shutdown before returning.
     tokio::spawn(async move {
-        wait_signal().await;
-        sd.stop_accepting();
-        wait_signal().await;
-        sd.abort();
+        if ptkit_tor::managed::lifecycle(&sd, false, || {})
+            .await
+            .is_err()
+        {
+            sd.abort();
+        }
     });
     match args.command {
         TunnelCommand::Server(a) => server(a, shutdown).await,
         TunnelCommand::Client(a) => client(a, shutdown).await,
-    }
-}
-
-async fn wait_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
     }
 }
 

@@ -271,11 +271,7 @@ fn tunnel_cli_forwards_byte_exact_and_refuses_a_wrong_secret() {
 
     // The good tunnel still works after the refusal; SIGTERM ends both with exit 0.
     assert_eq!(round_trip(forward, &small), small);
-    // The client's first SIGTERM only stops its local listeners (`ClientRunner::run` keeps
-    // the tunnel until the shutdown *aborts*, which the CLI does on the second signal), so
-    // it takes two; the aggregator stops on one.
-    client.terminate();
-    std::thread::sleep(Duration::from_millis(300));
+    // One SIGTERM each: ptkit's lifecycle exits at once on SIGTERM.
     client.terminate();
     let (status, stderr) = client.wait_exit();
     assert!(status.success(), "client after SIGTERM: {status}\n{stderr}");
