@@ -3,14 +3,14 @@
 # packages, when run as root), then runs every check. CI runs exactly this (.ci/run).
 #
 #   scripts/test.sh            everything (about 10 minutes on 2 cores from a clean clone)
-#   FUZZ_SECONDS=600 scripts/test.sh    longer fuzzing per target (default 10 s: a smoke)
+#   FUZZ_SECONDS=600 scripts/test.sh    longer fuzzing per target (default 5 s: a smoke)
 #   SKIP_FUZZ=1 scripts/test.sh         everything but the fuzz smoke (not for CI)
 #
 # With CI=true a missing peer is a failure, never a skip.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-FUZZ_SECONDS="${FUZZ_SECONDS:-10}"
+FUZZ_SECONDS="${FUZZ_SECONDS:-5}"
 passed=0
 failed=0
 failures=()
