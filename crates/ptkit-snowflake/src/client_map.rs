@@ -87,12 +87,14 @@ impl SendQueue {
     /// The next packet if one is queued.
     pub fn try_pop(&self) -> Option<Bytes> {
         self.touch();
-        let p = self.packets.lock().ok()?.pop_front();
-        if p.is_some() {
-            // Another writer may be waiting and more packets may be queued.
-            if self.packets.lock().is_ok_and(|q| !q.is_empty()) {
-                self.notify.notify_one();
-            }
+        let (p, more) = {
+            let mut q = self.packets.lock().ok()?;
+            let p = q.pop_front();
+            (p, !q.is_empty())
+        };
+        // Another writer may be waiting and more packets are queued: one lock per packet.
+        if p.is_some() && more {
+            self.notify.notify_one();
         }
         p
     }

@@ -20,6 +20,10 @@ use tokio::sync::{Notify, mpsc};
 use crate::kcp::{Kcp, KcpConfig};
 use crate::smux::{Event, ReadOutcome, Role, Session as Smux, SmuxConfig, StreamId};
 
+/// Bytes moved from KCP to smux per call: the session's scratch buffer never grows past it,
+/// so it is allocated once and stays small while idle.
+const RECV_CHUNK: usize = 4 * 1024;
+
 /// smux bytes waiting for KCP above which stream writers wait (bounds memory per session).
 pub const SMUX_OUTPUT_HIGH_WATER: usize = 256 * 1024;
 
@@ -254,7 +258,7 @@ fn step(st: &mut State, batch: &mut Vec<Bytes>, now: Instant, io: &dyn SessionIo
     // KCP → smux.
     loop {
         st.recv_buf.clear();
-        let n = st.kcp.recv(&mut st.recv_buf, 64 * 1024);
+        let n = st.kcp.recv(&mut st.recv_buf, RECV_CHUNK);
         if n == 0 {
             break;
         }
@@ -263,7 +267,6 @@ fn step(st: &mut State, batch: &mut Vec<Bytes>, now: Instant, io: &dyn SessionIo
             break;
         }
     }
-    st.recv_buf = Vec::new();
     st.smux.handle_timeout(now);
     let mut opened = Vec::new();
     while let Some(ev) = st.smux.poll_event() {
